@@ -1,0 +1,1 @@
+"""textgym.agents: RL, preference and imitation agents over textgym environments."""

@@ -1,0 +1,5 @@
+"""LanguageModel (stub: replaced by the foundation work)."""
+
+
+class LanguageModel:  # placeholder until lm.py lands
+    pass

@@ -1,0 +1,1 @@
+"""Gymnasium ids of textgym (filled in by the environments work)."""
