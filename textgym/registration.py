@@ -1,1 +1,53 @@
-"""Gymnasium ids of textgym (filled in by the environments work)."""
+"""Every Gymnasium id of textgym, and nothing else.
+
+- ``TextGen-v0``: the general env; ``model``, ``task``, ``reward``, ``max_new_tokens``,
+  ``max_prompt_tokens``, ``split``, ``truncation``, ``action_mask``, ``fixed_horizon``, ...
+  are arguments (see ``textgym.envs.TextGenEnv``). With no arguments: the embedded model, the
+  review task, the sentiment reward.
+- ``textgym/Reviews-v0``, ``textgym/Concepts-v0``, ``textgym/Reverse-v0``: the built-in tasks
+  with their reward pinned; ``model`` and the other arguments can still be passed.
+
+Entry points are strings, so importing textgym loads no env code; each id has a
+``vector_entry_point``, so ``gym.make_vec(id, num_envs=B)`` builds the natively batched
+``TextGenVectorEnv``. A change to the reward, termination or observation of an id bumps its
+version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+_ENTRY = "textgym.envs:TextGenEnv"
+_VECTOR_ENTRY = "textgym.envs:TextGenVectorEnv"
+
+IDS: dict[str, dict[str, Any]] = {
+    "TextGen-v0": {},
+    "textgym/Reviews-v0": {"task": "reviews", "reward": "sentiment", "max_new_tokens": 32},
+    "textgym/Concepts-v0": {
+        "task": "concepts",
+        "reward": {"bleu": 0.5, "rougeL": 0.5},
+        "max_new_tokens": 32,
+    },
+    "textgym/Reverse-v0": {"task": "reverse", "reward": "exact_match", "max_new_tokens": 16},
+}
+"""id -> the keyword arguments it registers (the caller's arguments override them)."""
+
+
+def register_all() -> None:
+    """Register the ids in :data:`IDS` (idempotent: a re-import does not warn)."""
+    for env_id, kwargs in IDS.items():
+        if env_id in gym.registry:
+            continue
+        gym.register(
+            id=env_id,
+            entry_point=_ENTRY,
+            vector_entry_point=_VECTOR_ENTRY,
+            kwargs=kwargs,
+            # Episodes end inside the env (EOS / max_new_tokens): no TimeLimit wrapper.
+            max_episode_steps=None,
+        )
+
+
+register_all()

@@ -1,0 +1,266 @@
+"""Tokens/s of a full rollout through ``TextGenVectorEnv`` against ``transformers``' ``generate``.
+
+Same model, same prompts (the env's own reset picks them), batch 64, up to 48 new tokens, plain
+sampling (temperature 1, no top-k/top-p), the task's sequence reward scored at the end, fp32 on
+this machine's CPU. Rows:
+
+    textgym env + KV cache   the policy's cache lives beside the vector env: the prompt is fed once,
+                             then one token per step (``LanguageModel.step``); the env appends,
+                             checks EOS, autoresets, decodes and scores ended episodes
+    HF generate              ``model.generate(do_sample=True, top_k=0)`` on the same left-padded
+                             prompts, then one batched decode and reward call
+    textgym env, no cache    the naive loop: a full forward over prompt + completion every step
+
+A rollout runs until every sub-env's first episode has ended (EOS or 48 tokens), as ``generate``
+runs until every row has. Throughput counts row-steps (B x steps run, the batch's decode work,
+finished rows included, as for ``generate``); the generated tokens (up to each EOS) are printed
+too. Samples differ between the two, so lengths differ slightly; the median over interleaved
+repeats evens that and the machine's load out.
+
+    python experiments/bench_rollout.py            # full run
+    python experiments/bench_rollout.py --quick    # about a minute
+    python experiments/bench_rollout.py --check    # exit 1 when the ratio misses its target
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import textgym
+from textgym.envs import TextGenVectorEnv, to_left_padded
+from textgym.lm import LanguageModel
+
+TARGET = 0.9
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = textgym.DEFAULT_MODEL
+    task: str = "reviews"
+    batch_size: int = 64
+    max_new_tokens: int = 48
+    repeats: int = 5
+    naive_repeats: int = 1
+    threads: int = 1  # DESIGN.md: one torch thread per rollout worker
+    seed: int = 0
+
+
+@dataclass
+class Run:
+    seconds: float
+    steps: int  # decode steps run
+    tokens: int  # generated tokens up to and including each row's EOS
+    batch: int
+
+    @property
+    def row_steps_per_s(self) -> float:
+        return self.batch * self.steps / self.seconds
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def prompts_of(venv: TextGenVectorEnv, seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The env's reset prompts, left-padded and cut to the longest one, and their indices."""
+    obs, info = venv.reset(seed=seed)
+    ids, mask = to_left_padded(obs["input_ids"], obs["attention_mask"], venv.config.pad_token_id)
+    width = int(mask.sum(1).max())
+    return torch.as_tensor(ids[:, -width:]), torch.as_tensor(mask[:, -width:]), info["prompt_index"]
+
+
+def env_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int, *, cache: bool) -> Run:
+    """One rollout through the vector env; the policy samples with or without its KV cache."""
+    gen = torch.Generator().manual_seed(seed)
+    B = venv.num_envs
+    start = time.perf_counter()
+    obs, _ = venv.reset(seed=seed)
+    ids, mask = to_left_padded(obs["input_ids"], obs["attention_mask"], venv.config.pad_token_id)
+    width = int(mask.sum(1).max())
+    seq = torch.as_tensor(ids[:, -width:])  # (B, P)
+    # The mask only grows by a column of ones: write it once, hand the model a growing view.
+    full_attn = torch.ones(B, width + venv.config.max_new_tokens, dtype=torch.long)  # (B, P + T)
+    full_attn[:, :width] = torch.as_tensor(mask[:, -width:])
+    attn = full_attn[:, :width]  # (B, P)
+    with torch.inference_mode():
+        if cache:
+            logits, kv = lm.step(seq, attn, None)  # (B, V)
+        else:
+            logits = lm.forward(seq, attn)[:, -1]  # (B, V)
+        running = np.ones(B, dtype=bool)
+        steps = tokens = 0
+        while True:
+            action = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)  # (B, 1)
+            _, _, term, trunc, _ = venv.step(action[:, 0].numpy())
+            steps += 1
+            tokens += int(running.sum())
+            running &= ~(term | trunc)
+            if not running.any():
+                break
+            attn = full_attn[:, : width + steps]  # (B, P + t)
+            if cache:
+                logits, kv = lm.step(action, attn, kv)
+            else:
+                seq = torch.cat([seq, action], dim=1)  # (B, P + t)
+                logits = lm.forward(seq, attn)[:, -1]
+    return Run(time.perf_counter() - start, steps, tokens, B)
+
+
+def generate_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int) -> Run:
+    """``generate`` on the env's prompts, then one decode and one reward call, as the env does."""
+    ids, mask, index = prompts_of(venv, seed)  # untimed: the env side times its reset
+    torch.manual_seed(seed)
+    cfg = venv.config
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=1.0,
+            max_new_tokens=cfg.max_new_tokens,
+            pad_token_id=cfg.pad_token_id,
+            eos_token_id=cfg.eos_token_id,
+        )
+    new = out[:, ids.shape[1] :]  # (B, T)
+    is_eos = (new == cfg.eos_token_id).int()
+    # Tokens up to and including the first EOS; later columns are generate's padding.
+    lengths = torch.where(is_eos.any(1), is_eos.argmax(1) + 1, new.shape[1])
+    cut = [
+        row[: n - int(row[n - 1] == cfg.eos_token_id)].tolist()
+        for row, n in zip(new, lengths.tolist(), strict=True)
+    ]
+    texts = cfg.tokenizer.batch_decode(cut, skip_special_tokens=True)
+    prompts = [cfg.task.prompts[i] for i in index]
+    refs = cfg.task.references
+    cfg.scorer(prompts, list(texts), None if refs is None else [refs[i] for i in index])
+    return Run(time.perf_counter() - start, new.shape[1], int(lengths.sum()), len(texts))
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def median_run(runs: list[Run], key: Callable[[Run], float]) -> tuple[float, float]:
+    values = [key(r) for r in runs]
+    return statistics.median(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=BenchConfig.model)
+    parser.add_argument("--task", default=BenchConfig.task)
+    parser.add_argument("--batch-size", type=int, default=BenchConfig.batch_size)
+    parser.add_argument("--max-new-tokens", type=int, default=BenchConfig.max_new_tokens)
+    parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
+    parser.add_argument("--threads", type=int, default=BenchConfig.threads)
+    parser.add_argument("--no-naive", action="store_true", help="skip the no-cache row")
+    parser.add_argument("--quick", action="store_true", help="3 repeats, about a minute")
+    parser.add_argument("--check", action="store_true", help="exit 1 when ratio < target")
+    args = parser.parse_args(argv)
+    cfg = BenchConfig(
+        model=args.model,
+        task=args.task,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        repeats=args.repeats,
+        threads=args.threads,
+    )
+    if args.quick:
+        cfg = replace(cfg, repeats=3)
+    torch.set_num_threads(cfg.threads)
+
+    load_before = os.getloadavg()[0]
+    lm = LanguageModel.from_pretrained(cfg.model, device="cpu")
+    venv = TextGenVectorEnv(
+        cfg.batch_size, model=lm, task=cfg.task, max_new_tokens=cfg.max_new_tokens
+    )
+    # Warm-up: first calls allocate, import the reward's dependencies, build caches.
+    env_rollout(lm, venv, seed=999, cache=True)
+    generate_rollout(lm, venv, seed=999)
+
+    ours: list[Run] = []
+    ref: list[Run] = []
+    naive: list[Run] = []
+    for r in range(cfg.repeats):  # interleaved, so that both sides see the same load
+        seed = cfg.seed + r
+        ours.append(env_rollout(lm, venv, seed, cache=True))
+        ref.append(generate_rollout(lm, venv, seed))
+        if not args.no_naive and r < cfg.naive_repeats:
+            naive.append(env_rollout(lm, venv, seed, cache=False))
+    load_after = os.getloadavg()[0]
+
+    o, o_sd = median_run(ours, lambda x: x.row_steps_per_s)
+    g, g_sd = median_run(ref, lambda x: x.row_steps_per_s)
+    ratio = statistics.median(
+        a.row_steps_per_s / b.row_steps_per_s for a, b in zip(ours, ref, strict=True)
+    )
+    print(
+        f"# bench_rollout  git {git_sha()}  {platform.processor() or platform.machine()}, "
+        f"{cfg.threads} torch threads, cpu"
+    )
+    print(
+        f"# torch {torch.__version__}  transformers {__import__('transformers').__version__}  "
+        f"numpy {np.__version__}  python {sys.version.split()[0]}"
+    )
+    print(
+        f"# model {Path(cfg.model).name} ({lm!r}), task {cfg.task}, batch {cfg.batch_size}, "
+        f"{cfg.max_new_tokens} new tokens, seeds {cfg.seed}..{cfg.seed + cfg.repeats - 1}"
+    )
+    print(
+        f"# load average {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} cores)"
+    )
+    if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1):
+        print(
+            "# WARNING: other processes are using this machine; the absolute numbers are low "
+            "and noisy, the ratio (interleaved repeats) less so"
+        )
+    print()
+    print(f"| {'metric':34} | {'textgym':>16} | {'reference':>16} | {'ratio':>6} |")
+    print(f"|{'-' * 36}|{'-' * 18}|{'-' * 18}|{'-' * 8}|")
+    print(
+        f"| {'row-steps/s, env+cache vs generate':34} | {o:9.0f} ± {o_sd:4.0f} | "
+        f"{g:9.0f} ± {g_sd:4.0f} | {ratio:6.2f} |"
+    )
+    ot, _ = median_run(ours, lambda x: x.tokens_per_s)
+    gt, _ = median_run(ref, lambda x: x.tokens_per_s)
+    print(f"| {'generated tokens/s (up to EOS)':34} | {ot:16.0f} | {gt:16.0f} | {ot / gt:6.2f} |")
+    steps_o, steps_g = (median_run(runs, lambda x: x.steps)[0] for runs in (ours, ref))
+    print(f"| {'steps per rollout (median)':34} | {steps_o:16.0f} | {steps_g:16.0f} | {'':>6} |")
+    ms_o, ms_g = (median_run(runs, lambda x: x.seconds)[0] * 1e3 for runs in (ours, ref))
+    print(f"| {'ms per rollout (median)':34} | {ms_o:16.1f} | {ms_g:16.1f} | {'':>6} |")
+    if naive:
+        n, _ = median_run(naive, lambda x: x.row_steps_per_s)
+        print(f"| {'row-steps/s, env without cache':34} | {n:16.0f} | {g:16.0f} | {n / g:6.2f} |")
+    print()
+    print(f"ratio: {ratio:.2f} (target >= {TARGET})")
+    if args.check and ratio < TARGET:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
