@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+import textgym
 
 WORDS = (
     "the a movie film was is great good bad awful plot actor acting story and but very not "
@@ -69,3 +72,39 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
         bos_token_id=0, eos_token_id=0, pad_token_id=1,
     )
     return _save(LlamaForCausalLM(config).eval(), tmp_path_factory.mktemp("tiny_llama"))
+
+
+# ---- LanguageModel fixtures (tests/test_lm.py, test_decoding.py, test_perplexity.py) ----
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_lm(tiny_gpt2_dir: str) -> textgym.LanguageModel:
+    """The tiny GPT-2 wrapped in a LanguageModel on CPU (shared: do not modify it)."""
+    return textgym.LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_lm(tiny_llama_dir: str) -> textgym.LanguageModel:
+    """The tiny Llama wrapped in a LanguageModel on CPU (shared: do not modify it)."""
+    return textgym.LanguageModel.from_pretrained(tiny_llama_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded_lm() -> textgym.LanguageModel:
+    """The embedded default model on CPU; skips while it is not built yet."""
+    if not (Path(textgym.DEFAULT_MODEL) / "config.json").exists():
+        pytest.skip(f"embedded model not built yet: no config.json in {textgym.DEFAULT_MODEL}")
+    return textgym.LanguageModel.from_pretrained(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Run a module's tests on one torch thread, restored after it.
+
+    Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two OpenMP threads
+    made beam-search tests ~50x slower (1 s vs 60 s) through contended spin-waits.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
