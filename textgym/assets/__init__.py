@@ -1,0 +1,52 @@
+"""The embedded default model and the data of the built-in tasks.
+
+Both are made by ``python -m textgym.assets.build`` (see ``build.py``; the text comes from the
+grammars in ``corpus.py``, whose docstring fixes every prompt format). Nothing here imports
+torch, so reading task data stays cheap.
+
+Attributes:
+    ASSETS_DIR: this folder.
+    DATA_DIR: ``data/``, one ``<task>.jsonl`` per built-in task (``reviews``, ``concepts``,
+        ``reverse``), one JSON object per line:
+        ``{"prompt": str, "references": [str, ...], "split": "train"|"validation"|"test", ...}``.
+    MODEL_DIR: ``model/``, a Hugging Face directory (config, safetensors weights, tokenizer,
+        generation config); ``textgym.DEFAULT_MODEL`` is its path as a string.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ASSETS_DIR = Path(__file__).resolve().parent
+DATA_DIR = ASSETS_DIR / "data"
+MODEL_DIR = ASSETS_DIR / "model"
+TASK_NAMES = ("reviews", "concepts", "reverse")
+
+
+def load_jsonl(name: str, data_dir: str | Path | None = None) -> list[dict]:
+    """Rows of a built-in task's data file, in file order.
+
+    Args:
+        name: a task name from ``TASK_NAMES`` (``"reviews"``), or a file name (``"reviews.jsonl"``).
+        data_dir: folder to read from; ``DATA_DIR`` by default.
+
+    Returns:
+        One dict per line.
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message names the build command).
+    """
+    stem = name.removesuffix(".jsonl")
+    path = Path(data_dir) if data_dir is not None else DATA_DIR
+    path = path / f"{stem}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no task data {path}; built-in tasks are {list(TASK_NAMES)}. "
+            "Make the files with: python -m textgym.assets.build"
+        )
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+__all__ = ["ASSETS_DIR", "DATA_DIR", "MODEL_DIR", "TASK_NAMES", "load_jsonl"]
