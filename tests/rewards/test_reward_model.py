@@ -1,0 +1,323 @@
+"""The learned reward model r_φ: Bradley-Terry loss, last-token read-out, files, reward adapter.
+
+Fast tests use the tiny random GPT-2 / Llama of ``tests/conftest.py`` and the embedded model; the
+slow test trains r_φ on the synthetic review preferences and checks held-out pairwise accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from textgym.rewards import make
+from textgym.rewards.reward_model import (
+    RewardModel,
+    RewardModelConfig,
+    RewardModelReward,
+    bradley_terry_loss,
+    pairwise_accuracy,
+    synthetic_review_preferences,
+    train_reward_model,
+)
+from torch.testing import assert_close
+
+from textgym.preference import PreferencePair, sample_pairs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TEXTS = [
+    ("the movie was", "great and i loved it"),
+    ("a", "bad plot"),
+    ("this film", "is not good but the acting is very good !"),
+]
+PAIRS = [
+    PreferencePair("the movie was", "great", "awful"),
+    PreferencePair("this film is", "good", "bad"),
+    PreferencePair("i", "loved it", "hated it"),
+    PreferencePair("the plot", "is great", "is bad"),
+]
+
+
+@pytest.fixture(params=["tiny_gpt2_lm", "tiny_llama_lm"])
+def tiny_rm(request: pytest.FixtureRequest) -> RewardModel:
+    """A fresh reward model on a copy of a tiny random LM's trunk (absolute or rotary positions)."""
+    torch.manual_seed(0)
+    return RewardModel.from_backbone(request.getfixturevalue(request.param), device="cpu").eval()
+
+
+# ---------------------------------------------------------------------------- the loss
+
+
+def test_bradley_terry_loss_equals_minus_log_sigmoid_of_margin() -> None:
+    g = torch.Generator().manual_seed(0)
+    r_w, r_l = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    direct = -torch.log(torch.sigmoid((r_w - r_l).double())).mean()
+    assert_close(bradley_terry_loss(r_w, r_l).double(), direct, rtol=1e-6, atol=1e-7)
+
+
+def test_bradley_terry_loss_is_log2_at_zero_margin() -> None:
+    r = torch.randn(8)
+    assert_close(bradley_terry_loss(r, r.clone()), torch.tensor(math.log(2.0)))
+
+
+def test_bradley_terry_loss_is_finite_at_large_margins() -> None:
+    loss = bradley_terry_loss(torch.tensor([0.0]), torch.tensor([200.0]))
+    assert_close(loss, torch.tensor(200.0))  # -log σ(-200) = 200 + log(1 + e^-200)
+
+
+def test_bradley_terry_loss_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(3,\) and \(4,\)"):
+        bradley_terry_loss(torch.zeros(3), torch.zeros(4))
+
+
+# ---------------------------------------------------------------------------- the read-out
+
+
+def _pad(row: torch.Tensor, left: int, right: int, pad_id: int) -> tuple[torch.Tensor, ...]:
+    ids = torch.cat([torch.full((left,), pad_id), row, torch.full((right,), pad_id)])
+    mask = torch.cat([torch.zeros(left), torch.ones(len(row)), torch.zeros(right)]).long()
+    return ids, mask
+
+
+def test_reward_is_read_at_last_non_pad_token_whatever_the_padding(tiny_rm: RewardModel) -> None:
+    ids, mask, _ = tiny_rm.tokenize([p for p, _ in TEXTS], [c for _, c in TEXTS])
+    rows = [ids[i, mask[i].bool()] for i in range(len(TEXTS))]
+    with torch.no_grad():
+        alone = torch.stack([tiny_rm(r[None], torch.ones_like(r)[None])[0] for r in rows])  # (B,)
+        width = max(len(r) for r in rows) + 3
+        # Right, left, and extra padding on both sides; pad ids of 5 (a real word) must not leak.
+        layouts = [
+            [(0, width - len(r)) for r in rows],
+            [(width - len(r), 0) for r in rows],
+            [(2, width - len(r) - 2) for r in rows],
+        ]
+        for layout in layouts:
+            padded = [_pad(r, a, b, pad_id=5) for r, (a, b) in zip(rows, layout, strict=True)]
+            batch_ids = torch.stack([p[0] for p in padded])
+            batch_mask = torch.stack([p[1] for p in padded])
+            assert_close(tiny_rm(batch_ids, batch_mask), alone, rtol=1e-5, atol=1e-5)
+
+
+def test_reward_is_the_head_on_the_last_hidden_state(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu").eval()
+    ids, mask, _ = rm.tokenize(["the movie"], ["was great"])
+    with torch.no_grad():
+        hidden = rm.backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # (1, L, H)
+        expected = rm.head(hidden[:, -1]).squeeze(-1)
+        assert_close(rm(ids, mask), expected)
+
+
+def test_tokenize_right_pads_and_marks_the_completion(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    ids, mask, comp = rm.tokenize(["the movie was", "a"], ["great", "bad plot"])
+    assert ids.shape == mask.shape == comp.shape == (2, 4)
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert comp.tolist() == [[False, False, False, True], [False, True, True, False]]
+    assert ids[1, 3] == tiny_gpt2_lm.pad_token_id
+
+
+def test_tokenize_keeps_the_last_tokens_of_a_long_text(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu", max_length=4)
+    with pytest.warns(UserWarning, match="1 of 1 texts"):
+        ids, _, _ = rm.tokenize(["the movie was very"], ["good"])
+    assert tiny_gpt2_lm.decode(ids) == ["movie was very good"]
+
+
+def test_forward_on_text_names_the_fix(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    with pytest.raises(TypeError, match="RewardModelReward"):
+        rm("the movie", "was great")  # type: ignore[arg-type]  # the mistake under test
+
+
+def test_backbone_is_a_copy_of_the_policy_trunk(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    policy = {p.data_ptr() for p in tiny_gpt2_lm.model.parameters()}
+    assert not policy & {p.data_ptr() for p in rm.parameters()}
+
+
+def test_score_is_batched_in_input_order_and_keeps_the_mode(tiny_rm: RewardModel) -> None:
+    prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
+    tiny_rm.train()
+    together = tiny_rm.score(prompts, completions, batch_size=2)
+    assert tiny_rm.training
+    one_by_one = np.concatenate([tiny_rm.score([p], [c]) for p, c in TEXTS])
+    assert together.dtype == np.float32
+    assert together.shape == (3,)
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_normalize_folds_mean_and_std_into_the_head(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
+    before = rm.score(prompts, completions)
+    mu, s = rm.normalize_(prompts, completions)
+    after = rm.score(prompts, completions)
+    np.testing.assert_allclose(after, (before - mu) / s, rtol=1e-4, atol=1e-5)
+    assert abs(after.mean()) < 1e-5
+    assert abs(after.std() - 1) < 1e-4
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def test_save_load_round_trip_gives_identical_scores(tiny_rm: RewardModel, tmp_path: Path) -> None:
+    prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
+    with torch.no_grad():
+        tiny_rm.head.bias.fill_(0.25)  # a trained-looking head, not the fresh init
+    tiny_rm.save(tmp_path / "rm")
+    loaded = RewardModel.load(tmp_path / "rm", device="cpu")
+    assert loaded.causal
+    assert loaded.max_length == tiny_rm.max_length
+    np.testing.assert_array_equal(
+        loaded.score(prompts, completions), tiny_rm.score(prompts, completions)
+    )
+
+
+def test_from_backbone_path_loads_the_trunk_and_detects_a_causal_lm(tiny_gpt2_dir: str) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_dir, device="cpu")
+    assert rm.causal
+    assert type(rm.backbone).__name__ == "GPT2Model"
+    assert rm.score(["the movie"], ["was great"]).shape == (1,)
+
+
+def test_load_of_a_folder_without_a_model_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"reward_model\.json"):
+        RewardModel.load(tmp_path)
+
+
+# ---------------------------------------------------------------------------- as a reward
+
+
+def test_reward_adapter_keeps_the_protocol(tiny_gpt2_lm: Any, tmp_path: Path) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    reward = RewardModelReward(rm, batch_size=2)
+    assert reward.name == "reward_model"
+    assert reward.token_level is False
+    assert reward.needs_references is False
+    prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
+    out = reward(prompts, completions)
+    assert out.dtype == np.float32
+    assert out.shape == (3,)
+    np.testing.assert_array_equal(out, rm.score(prompts, completions))
+    assert make(reward) is reward  # a BaseReward passes through make unchanged
+    assert reward(prompts, completions, [("ref",)] * 3).shape == (3,)  # references are ignored
+    assert reward([], []).shape == (0,)
+
+
+def test_registry_loads_a_saved_model_by_name(tiny_gpt2_lm: Any, tmp_path: Path) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    rm.save(tmp_path / "rm")
+    reward = make("reward_model", model=tmp_path / "rm", device="cpu")
+    np.testing.assert_array_equal(reward(["a"], ["bad plot"]), rm.score(["a"], ["bad plot"]))
+
+
+def test_preference_is_the_bradley_terry_probability(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    reward = rm.as_reward()
+    x, a, b = ["the movie", "a"], ["was great", "bad plot"], ["was awful", "good plot"]
+    r_a, r_b = rm.score(x, a).astype(np.float64), rm.score(x, b).astype(np.float64)
+    p = reward.preference(x, a, b)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(r_a - r_b))), rtol=1e-6)
+    np.testing.assert_allclose(reward.preference(x, a, a), [0.5, 0.5])
+
+
+def test_reward_model_pays_the_env_reward(embedded_lm: Any) -> None:
+    rm = RewardModel.from_backbone(embedded_lm, device="cpu")
+    reward = RewardModelReward(rm)
+    env = gym.make("TextGen-v0", reward=reward, max_new_tokens=4)
+    env.reset(seed=0)
+    total, done, info = 0.0, False, {}
+    while not done:
+        _, r, terminated, truncated, info = env.step(int(env.action_space.sample()))
+        total += float(r)
+        done = terminated or truncated
+    assert total == pytest.approx(float(reward([info["prompt"]], [info["text"]])[0]), abs=1e-6)
+
+
+def test_fits_iterative_dpo_ranking_as_reward_and_as_preference(tiny_gpt2_lm: Any) -> None:
+    # IterativeDPO ranks candidates with sample_pairs(reward=...) or sample_pairs(preference=...).
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    reward = rm.as_reward()
+    prompts = ["the movie", "a"]
+    for kw in ({"reward": reward}, {"preference": reward.preference}):
+        g = torch.Generator().manual_seed(0)
+        out = sample_pairs(tiny_gpt2_lm, prompts, k=3, max_new_tokens=4, generator=g, **kw)
+        assert out.scores.shape == (2, 3)
+        if "reward" in kw:
+            texts = [y for row in out.texts for y in row]
+            expected = rm.score([p for p in prompts for _ in range(3)], texts).reshape(2, 3)
+            np.testing.assert_array_equal(out.scores, expected)
+
+
+# ---------------------------------------------------------------------------- training and data
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        RewardModelConfig(lr=0.0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        RewardModelConfig(batch_size=0)
+
+
+def test_training_fits_toy_pairs_and_is_seeded(tiny_gpt2_lm: Any) -> None:
+    cfg = RewardModelConfig(lr=3e-3, epochs=8, batch_size=2, seed=3)
+
+    def run() -> tuple[list[dict[str, float]], float]:
+        torch.manual_seed(0)
+        rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+        history = train_reward_model(rm, PAIRS, PAIRS, cfg, progress=False)
+        return history, pairwise_accuracy(rm, PAIRS)
+
+    (history, acc), (again, _) = run(), run()
+    assert [set(h) for h in history[:2]] == [
+        {"epoch", "val_loss", "val_acc", "seconds"},
+        {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"},
+    ]
+    assert len(history) == cfg.epochs + 1
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert acc == history[-1]["val_acc"] == 1.0
+    assert [h["val_loss"] for h in again] == [h["val_loss"] for h in history]
+
+
+def test_non_finite_loss_raises_naming_the_update(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
+    with torch.no_grad():
+        rm.head.bias.fill_(float("inf"))  # r_w - r_l = inf - inf = nan
+    with pytest.raises(FloatingPointError, match="at update 0"):
+        train_reward_model(rm, PAIRS, None, RewardModelConfig(batch_size=2), progress=False)
+
+
+def test_synthetic_pairs_are_ranked_by_the_gold_reward_and_seeded(embedded_lm: Any) -> None:
+    kw: dict[str, Any] = {"n_prompts": 6, "k": 3, "max_new_tokens": 12, "min_margin": 0.05}
+    pairs = synthetic_review_preferences(embedded_lm, seed=1, **kw)
+    assert pairs == synthetic_review_preferences(embedded_lm, seed=1, **kw)
+    assert pairs != synthetic_review_preferences(embedded_lm, seed=2, **kw)
+    gold = make("sentiment")
+    prompts = [p.prompt for p in pairs]
+    margin = gold(prompts, [p.chosen for p in pairs]) - gold(prompts, [p.rejected for p in pairs])
+    assert len(pairs) > 0
+    assert np.all(margin > 0.05)
+    np.testing.assert_allclose(margin, [p.margin for p in pairs], rtol=1e-5, atol=1e-6)
+    best_worst = synthetic_review_preferences(embedded_lm, seed=1, pairs="best_worst", **kw)
+    assert 0 < len(best_worst) <= kw["n_prompts"]
+    triple = lambda p: (p.prompt, p.chosen, p.rejected)  # noqa: E731
+    assert {triple(p) for p in best_worst} <= {triple(p) for p in pairs}
+
+
+@pytest.mark.slow
+def test_reward_model_learns_the_hidden_gold_preferences(embedded_lm: Any) -> None:
+    start = time.perf_counter()
+    train = synthetic_review_preferences(embedded_lm, n_prompts=240, seed=0)
+    val = synthetic_review_preferences(embedded_lm, split="validation", n_prompts=80, seed=1)
+    torch.manual_seed(0)
+    rm = RewardModel.from_backbone(embedded_lm, device="cpu")
+    history = train_reward_model(rm, train, val, RewardModelConfig(epochs=2), progress=False)
+    assert history[0]["val_acc"] < 0.7  # the untrained head is near chance
+    elapsed = time.perf_counter() - start
+    assert history[-1]["val_acc"] >= 0.85, (len(train), len(val), elapsed, history)
