@@ -314,3 +314,19 @@ def test_peft_wrapped_model_keeps_positions_and_cache(tiny_gpt2_dir: str) -> Non
         got, cache = wrapped.step(ids, mask)
         assert_close(got, expected, rtol=TOL, atol=TOL)
         assert cache.get_seq_length() == ids.shape[1]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gpt2_lm", "tiny_llama_lm"])
+def test_step_with_hidden_equals_step_and_forward(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    lm: LanguageModel = request.getfixturevalue(fixture)
+    ids, mask = lm.encode(["the movie was great", "a dog"])  # left-padded (2, P)
+    logits, cache = lm.step(ids, mask)
+    logits_h, hidden, cache_h = lm.step_with_hidden(ids, mask)
+    assert_close(logits_h, logits, rtol=0, atol=0)
+    _, full_hidden = lm.forward(ids, mask, output_hidden_states=True)
+    assert_close(hidden, full_hidden[:, -1], rtol=1e-5, atol=1e-6)
+    new = logits.argmax(-1, keepdim=True)  # (B, 1)
+    mask = torch.cat([mask, torch.ones_like(new)], dim=1)
+    assert_close(lm.step_with_hidden(new, mask, cache_h)[0], lm.step(new, mask, cache)[0])

@@ -430,7 +430,7 @@ def _decode_loop(
     full_mask[:, :P] = prompt_mask
     # Positions of the new tokens continue each row's real length: no cumsum per step.
     positions = prompt_mask.sum(-1, keepdim=True) + torch.arange(T, device=device)  # (B, T)
-    logits, cache = lm._step(ids, prompt_mask if padded else None)  # (B, V)
+    logits, cache = lm.step_unchecked(ids, prompt_mask if padded else None)  # (B, V)
     steps = T
     for t in range(T):
         x = pick(logits, t)  # (B, V)
@@ -448,7 +448,7 @@ def _decode_loop(
                 steps = t + 1
                 break
         if t + 1 < T:
-            logits, cache = lm._step(
+            logits, cache = lm.step_unchecked(
                 tok.unsqueeze(-1),
                 full_mask[:, : P + t + 1] if padded else None,
                 cache,
@@ -623,7 +623,7 @@ def _beam_loop(
     finished = empty(_NEG)
     open_ = torch.ones((B, 1), dtype=torch.bool, device=device)  # (B, 1) can still improve
     top_k_slots = torch.arange(n_cand, device=device) < K  # (C,) only these may finish
-    logits, cache = lm._step(ids.repeat_interleave(K, dim=0), flat_mask if padded else None)
+    logits, cache = lm.step_unchecked(ids.repeat_interleave(K, dim=0), flat_mask if padded else None)
     for t in range(T):
         logp = torch.log_softmax(logits, dim=-1).view(B, K * V)  # (B, K*V)
         total = (logp.view(B, K, V) + running.scores.unsqueeze(-1)).view(B, K * V)  # (B, K*V)
@@ -667,7 +667,7 @@ def _beam_loop(
         if not bool(open_.any()) or all_full or bool(ends.all()):
             break
         cache.reorder_cache((source + offsets).view(-1))
-        logits, cache = lm._step(
+        logits, cache = lm.step_unchecked(
             running.tokens[:, :, t].reshape(B * K, 1),
             full_mask[:, : P + t + 1] if padded else None,
             cache,

@@ -332,14 +332,14 @@ class LanguageModel:
         cache = getattr(out, "cache", None)
         return cache if cache is not None else getattr(out, "past_key_values", None)
 
-    def _step(
+    def step_unchecked(
         self,
         input_ids: Tensor,
         attention_mask: Tensor | None,
         cache: Any = None,
         position_ids: Tensor | None = None,
     ) -> tuple[Tensor, Any]:
-        """:meth:`step` without validation, for decoding loops that feed only ids they produced.
+        """:meth:`step` without validation, for loops that feed only ids they produced or checked.
 
         ``attention_mask=None`` (no padding anywhere) lets attention take its unmasked causal path,
         as ``generate`` does; ``position_ids`` may then be given by the caller.
@@ -355,6 +355,28 @@ class LanguageModel:
         # float32 whatever the weights' dtype: sampling and log-probs in float32, as in generate
         logits = out.logits[:, -1].float()  # (B, V)
         return logits, self._out_cache(out)
+
+    def step_with_hidden(
+        self, input_ids: Tensor, attention_mask: Tensor | None, cache: Any = None
+    ) -> tuple[Tensor, Tensor, Any]:
+        """:meth:`step_unchecked` that also returns the last layer's hidden state.
+
+        The hidden state comes out of the same cached forward pass as the logits, so a value head
+        V(s_t) costs no second pass over the sequence.
+
+        Returns:
+            ``(logits, hidden, cache)``: float32 logits ``(B, V)`` and the hidden state ``(B, H)``
+            (after the final norm) of the last position, and the updated cache.
+        """
+        out = self._call(
+            input_ids,
+            attention_mask,
+            cache,
+            use_cache=True,
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1].float(), out.hidden_states[-1][:, -1], self._out_cache(out)
 
     def step(
         self, input_ids: Tensor, attention_mask: Tensor, cache: Any = None
@@ -379,7 +401,7 @@ class LanguageModel:
         """
         past = 0 if cache is None else int(cache.get_seq_length())
         self._check_batch(input_ids, attention_mask, past)
-        return self._step(input_ids, attention_mask, cache)
+        return self.step_unchecked(input_ids, attention_mask, cache)
 
     @overload
     def forward(

@@ -185,23 +185,12 @@ def _policy_step(
 ) -> tuple[Tensor, Tensor | None, Any]:
     """Next-token logits ``(B, V)`` float32, the last hidden state ``(B, H)`` if asked, the cache.
 
-    The hidden state comes out of the same cached forward pass as the logits, so V(s_t) costs no
-    second pass over the sequences. (``LanguageModel.step`` returns logits only; this uses the
-    same internal call with ``output_hidden_states``. The ids are the env's and our own samples,
-    so step()'s per-call validation is skipped.)
+    The ids are the env's and our own samples, so step()'s per-call validation is skipped.
     """
     if not hidden:
-        logits, cache = policy._step(input_ids, attention_mask, cache)
+        logits, cache = policy.step_unchecked(input_ids, attention_mask, cache)
         return logits, None, cache
-    out = policy._call(
-        input_ids,
-        attention_mask,
-        cache,
-        use_cache=True,
-        output_hidden_states=True,
-        logits_to_keep=1,
-    )
-    return out.logits[:, -1].float(), out.hidden_states[-1][:, -1], policy._out_cache(out)
+    return policy.step_with_hidden(input_ids, attention_mask, cache)
 
 
 @dataclass
