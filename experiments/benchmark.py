@@ -1,0 +1,474 @@
+"""Benchmark: agents x tasks x metrics, mean ± std over seeds, with resume.
+
+For each (agent, task, seed) cell the agent starts from the model (`--model`, the embedded one by
+default), trains on the task's train split within the budget below, and is evaluated on the first
+``test_prompts`` prompts of the test split (one sampled completion each, temperature 1) with every
+metric of ``experiments/evaluate.py``: task reward, BLEU, chrF, ROUGE-L, METEOR, CIDEr-D (tasks
+with references), sentiment, toxicity (when ``textgym[toxicity]`` is installed), perplexity under
+π_ref, KL(π_θ‖π_ref) per sequence, distinct-1/2, length.
+
+Agents (the reward trained on is always the task's own reward, ``load(task).reward``):
+
+    base            no training: the starting point every other row is compared with
+    reinforce       REINFORCE with the RLOO baseline (K = 4), β = 0.02
+    ppo             KL-regularised PPO, β = 0.02
+    bc              behaviour cloning on the train split's first reference
+    dpo             one round of on-policy DPO: K = 4 samples per prompt ranked by the task reward,
+                    best vs worst (``IterativeDPO`` with ``rounds=1``); on ``reverse`` the gold
+                    completion is a fifth candidate, since no sample scores above 0 there
+    iterative_dpo   three such rounds, each against the previous round's policy
+    dagger          DAgger with the task's expert (only tasks with an expert: ``reverse``)
+
+Each finished cell is written to ``<out>/cells/<agent>__<task>__<seed>.json`` at once; a rerun
+skips cells already there, so an interrupted benchmark resumes where it stopped. At the end the
+script writes ``<out>/benchmark.md``, ``<out>/benchmark.csv`` (mean and std of every metric per
+(agent, task)) and one bar chart per metric, ``<out>/benchmark_<metric>.png``.
+
+    python experiments/benchmark.py --quick                     # ~10 min on 2 CPU cores
+    python experiments/benchmark.py                             # full budget, ~1 h
+    python experiments/benchmark.py --model gpt2 --device cuda --agents ppo dpo --tasks reviews
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evaluate import ALL_METRICS, evaluate_policy_on_task
+
+import textgym
+from textgym.lm import LanguageModel
+from textgym.tasks import load
+
+AGENTS = ("base", "reinforce", "ppo", "bc", "dpo", "iterative_dpo", "dagger")
+TASKS = ("reviews", "concepts", "reverse")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What a benchmark run does; ``quick()`` is the ~10 minute version."""
+
+    model: str = textgym.DEFAULT_MODEL
+    """HF path or hub name of the starting policy (and π_ref)."""
+    device: str = "cpu"
+    agents: tuple[str, ...] = ("base", "reinforce", "ppo", "bc", "dpo", "iterative_dpo", "dagger")
+    tasks: tuple[str, ...] = ("reviews", "concepts", "reverse")
+    seeds: int = 3
+    out: str = "experiments/results/benchmark"
+    num_envs: int = 32
+    """episodes per on-policy update."""
+    max_new_tokens: int = 24
+    rl_updates: int = 40
+    """updates of REINFORCE and PPO."""
+    rl_lr: float = 3e-4
+    """learning rate of REINFORCE (one step per update)."""
+    ppo_lr: float = 3e-4
+    """learning rate of PPO (n_epochs x n_minibatches = 16 steps per update)."""
+    bc_steps: int = 200
+    """gradient steps of BC (batch 32)."""
+    dpo_updates: int = 60
+    """DPO steps per round (batch 8)."""
+    dpo_prompts: int = 128
+    """prompts sampled per DPO round (K = 4 completions each)."""
+    dagger_iterations: int = 4
+    test_prompts: int = 128
+    threads: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        return cls(
+            # BC is left out: on reviews/concepts the embedded model was trained on the very
+            # references BC imitates, so its cells cost the most and change nothing.
+            agents=("base", "reinforce", "ppo", "dpo"),
+            tasks=("reviews", "concepts"),
+            num_envs=16,
+            max_new_tokens=20,
+            rl_updates=8,
+            bc_steps=40,
+            dpo_updates=20,
+            dpo_prompts=32,
+            dagger_iterations=2,
+            test_prompts=48,
+            out="experiments/results/benchmark_quick",
+        )
+
+
+def on_policy_env(lm: LanguageModel, task: str, cfg: BenchConfig) -> Any:
+    return gym.make_vec(
+        "TextGen-v0",
+        num_envs=cfg.num_envs,
+        model=lm,
+        task=task,
+        split="train",
+        reward=load(task, "train").reward,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+
+
+def train_base(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    return lm
+
+
+def train_reinforce(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    from textgym.agents import REINFORCE, REINFORCEConfig
+
+    rcfg = REINFORCEConfig(baseline="rloo", rloo_k=4, lr=cfg.rl_lr, beta=0.02, seed=seed)
+    agent = REINFORCE(lm, on_policy_env(lm, task, cfg), config=rcfg, progress_bar=False)
+    agent.learn(cfg.rl_updates)
+    return agent.policy
+
+
+def train_ppo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    from textgym.agents import PPO, PPOConfig
+
+    pcfg = PPOConfig(lr=cfg.ppo_lr, beta=0.02, n_minibatches=4, n_epochs=4, seed=seed)
+    agent = PPO(lm, on_policy_env(lm, task, cfg), config=pcfg, progress_bar=False)
+    agent.learn(cfg.rl_updates)
+    return agent.policy
+
+
+def train_bc(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    from textgym.agents import BC, BCConfig
+
+    # One epoch's worth of demonstrations (plus the 10% held out): tokenising all 3000 reviews
+    # cost more than the training itself in --quick.
+    demos = load(task, "train").demonstrations()[: max(256, int(cfg.bc_steps * 32 / 0.9))]
+    agent = BC(
+        lm,
+        demos,
+        BCConfig(lr=3e-4, batch_size=32, eval_every=max(cfg.bc_steps // 2, 1), seed=seed),
+        progress_bar=False,
+    )
+    agent.learn(cfg.bc_steps)
+    if hasattr(agent, "restore_best"):
+        agent.restore_best()
+    return agent.policy
+
+
+def _iterative_dpo(
+    lm: LanguageModel, task: str, cfg: BenchConfig, seed: int, rounds: int
+) -> LanguageModel:
+    from textgym.agents import DPOConfig, IterativeDPO, IterativeDPOConfig
+    from textgym.rewards import make
+
+    train = load(task, "train")
+    # Prompts for all rounds come from the agent's own seeded sampler over the train prompts.
+    prompts = train.prompts[: cfg.dpo_prompts * rounds * 4]
+    dcfg = DPOConfig(
+        beta=0.1, lr=1e-4, batch_size=8, device=cfg.device, progress_bar=False, seed=seed
+    )
+    icfg = IterativeDPOConfig(
+        rounds=rounds,
+        k=4,
+        updates_per_round=cfg.dpo_updates,
+        prompts_per_round=cfg.dpo_prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=seed,
+        dpo=dcfg,
+        include_reference=task in GOLD_CANDIDATE_TASKS,
+    )
+    refs = None if train.references is None else list(train.references[: len(prompts)])
+    agent = IterativeDPO(
+        lm,
+        prompts,
+        reward=make(train.reward),
+        references=refs,
+        val_prompts=prompts[: cfg.dpo_prompts],
+        val_references=None if refs is None else refs[: cfg.dpo_prompts],
+        config=icfg,
+    )
+    agent.learn()
+    return agent.policy
+
+
+GOLD_CANDIDATE_TASKS = ("reverse",)
+"""Tasks whose exact-match reward is 0 on every sample of the starting model, so that K samples
+never form a pair: there the gold completion joins the candidates (DNO-Prct's
+``include_reference``)."""
+
+
+def train_dpo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    return _iterative_dpo(lm, task, cfg, seed, rounds=1)
+
+
+def train_iterative_dpo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    return _iterative_dpo(lm, task, cfg, seed, rounds=3)
+
+
+def train_dagger(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    from textgym.agents import DAgger, DAggerConfig
+
+    env = gym.make_vec(
+        "TextGen-v0",
+        num_envs=cfg.num_envs,
+        model=lm,
+        task=task,
+        split="train",
+        max_new_tokens=cfg.max_new_tokens,
+    )
+    agent = DAgger(lm, env, DAggerConfig(seed=seed), progress_bar=False)
+    agent.learn(cfg.dagger_iterations)
+    return agent.policy
+
+
+TRAIN: dict[str, Callable[[LanguageModel, str, BenchConfig, int], LanguageModel]] = {
+    "base": train_base,
+    "reinforce": train_reinforce,
+    "ppo": train_ppo,
+    "bc": train_bc,
+    "dpo": train_dpo,
+    "iterative_dpo": train_iterative_dpo,
+    "dagger": train_dagger,
+}
+
+
+def supported(agent: str, task: str) -> str | None:
+    """None when ``agent`` can run on ``task``, else why not (the cell is left out and reported)."""
+    spec = load(task, "train")
+    if agent == "dagger" and spec.expert is None:
+        return "needs a task expert"
+    if agent == "bc" and spec.references is None:
+        return "needs references (demonstrations)"
+    return None
+
+
+def cell_path(cfg: BenchConfig, agent: str, task: str, seed: int) -> Path:
+    return Path(cfg.out) / "cells" / f"{agent}__{task}__{seed}.json"
+
+
+def run_cell(cfg: BenchConfig, agent: str, task: str, seed: int) -> dict[str, Any]:
+    """Train one agent on one task with one seed, evaluate it, return the cell's record."""
+    torch.manual_seed(seed)  # model init of value heads and discriminators reads the global RNG
+    ref = LanguageModel.from_pretrained(cfg.model, device=cfg.device)
+    ref.model.requires_grad_(False)
+    lm = LanguageModel.from_pretrained(cfg.model, device=cfg.device)
+    start = time.perf_counter()
+    policy = TRAIN[agent](lm, task, cfg, seed)
+    train_s = time.perf_counter() - start
+    policy.model.eval()
+    metrics = evaluate_policy_on_task(
+        policy,
+        task,
+        ref=ref,
+        split="test",
+        n_prompts=cfg.test_prompts,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=1000 + seed,
+    )
+    return {
+        "agent": agent,
+        "task": task,
+        "seed": seed,
+        "train_seconds": train_s,
+        "eval_seconds": time.perf_counter() - start - train_s,
+        "metrics": metrics,
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("agents", "tasks")},
+    }
+
+
+RESUMABLE = ("agents", "tasks", "seeds", "out", "threads", "extra")
+"""Config fields a rerun may change and still reuse finished cells."""
+
+
+def cell_config(cfg: BenchConfig) -> dict[str, Any]:
+    """What a cell's result depends on: the config without the fields in ``RESUMABLE``."""
+    return {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+
+
+def check_same_config(rec: dict[str, Any], cfg: BenchConfig, path: Path) -> None:
+    """Refuse to mix cells of different budgets in one table: resume only what was started."""
+    old = {k: v for k, v in rec.get("config", {}).items() if k not in RESUMABLE}
+    new = cell_config(cfg)
+    diff = {k: (old.get(k), new.get(k)) for k in new if old.get(k) != new.get(k)}
+    if diff:
+        raise ValueError(
+            f"{path} was run with another config (field: (cell, now)) {diff}; use another --out "
+            "or delete the cell"
+        )
+
+
+def run(cfg: BenchConfig, progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or resume) every cell; return all finished cells' records."""
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(cfg.threads)
+    cells = [(a, t, s) for t in cfg.tasks for a in cfg.agents for s in range(cfg.seeds)]
+    skipped = {(a, t): why for a, t, _ in cells if (why := supported(a, t))}
+    todo = [c for c in cells if (c[0], c[1]) not in skipped]
+    records = []
+    bar = tqdm(todo, desc="benchmark", disable=not progress)
+    for agent, task, seed in bar:
+        path = cell_path(cfg, agent, task, seed)
+        bar.set_postfix_str(f"{agent}/{task}/seed {seed}")
+        if path.exists():
+            rec = json.loads(path.read_text())
+            check_same_config(rec, cfg, path)
+            records.append(rec)
+            continue
+        rec = run_cell(cfg, agent, task, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        tmp.replace(path)  # atomic: an interrupted write never leaves a half cell behind
+        records.append(rec)
+    for (a, t), why in skipped.items():
+        print(f"# skipped {a} on {t}: {why}")
+    return records
+
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (agent, task): mean and std over seeds of every metric and of the seconds."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["agent"], r["task"]), []).append(r)
+    rows = []
+    for (agent, task), recs in groups.items():
+        row: dict[str, Any] = {"agent": agent, "task": task, "seeds": len(recs)}
+        keys = [m for m in ALL_METRICS if m in recs[0]["metrics"]]
+        for m in [*keys, "train_seconds"]:
+            xs = [r["metrics"][m] if m in r["metrics"] else r[m] for r in recs]
+            row[m] = statistics.mean(xs)
+            row[m + "_std"] = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def fmt(mean: float, std: float) -> str:
+    digits = 1 if abs(mean) >= 10 else 3
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> str:
+    """Write benchmark.csv and benchmark.md; return the Markdown."""
+    metrics = [m for m in ALL_METRICS if any(m in r for r in rows)]
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "benchmark.csv", "w", newline="") as f:
+        cols = [
+            "task",
+            "agent",
+            "seeds",
+            *[c for m in [*metrics, "train_seconds"] for c in (m, m + "_std")],
+        ]
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["task"], AGENTS.index(r["agent"]))):
+            w.writerow(r)
+    lines = []
+    for task in sorted({r["task"] for r in rows}):
+        trows = sorted(
+            [r for r in rows if r["task"] == task], key=lambda r: AGENTS.index(r["agent"])
+        )
+        shown = [m for m in metrics if m in trows[0]]
+        lines.append(f"\n### {task}\n")
+        lines.append("| agent | " + " | ".join([*shown, "train s"]) + " |")
+        lines.append("|---" * (len(shown) + 2) + "|")
+        for r in trows:
+            cells = [fmt(r[m], r[m + "_std"]) for m in shown]
+            lines.append(
+                f"| {r['agent']} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} |"
+            )
+    md = "\n".join(lines) + "\n"
+    (out / "benchmark.md").write_text(md)
+    return md
+
+
+def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One grouped bar chart per metric (tasks on the x axis, one bar per agent, std as error)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    agents = [a for a in AGENTS if any(r["agent"] == a for r in rows)]
+    paths = []
+    for m in [m for m in ALL_METRICS if any(m in r for r in rows)]:
+        fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=80)
+        width = 0.8 / len(agents)
+        for j, a in enumerate(agents):
+            xs, ys, es = [], [], []
+            for i, t in enumerate(tasks):
+                r = next((r for r in rows if r["agent"] == a and r["task"] == t and m in r), None)
+                if r is not None:
+                    xs.append(i + (j - (len(agents) - 1) / 2) * width)
+                    ys.append(r[m])
+                    es.append(r[m + "_std"])
+            ax.bar(xs, ys, width, yerr=es, label=a, capsize=2)
+        ax.set_xticks(range(len(tasks)), tasks)
+        ax.set_title(m)
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        p = out / f"benchmark_{m}.png"
+        fig.savefig(p)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def parse(argv: list[str] | None = None) -> BenchConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets (~10 min on 2 CPUs)")
+    parser.add_argument("--model", help="HF path or hub name (default: the embedded model)")
+    parser.add_argument("--device", help="cpu, cuda, ...")
+    parser.add_argument("--agents", nargs="+", choices=AGENTS)
+    parser.add_argument("--tasks", nargs="+", choices=TASKS)
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--out", help="output dir (cells/, tables, plots)")
+    parser.add_argument("--rl-updates", type=int)
+    parser.add_argument("--test-prompts", type=int)
+    parser.add_argument("--threads", type=int)
+    ns = parser.parse_args(argv)
+    cfg = BenchConfig.quick() if ns.quick else BenchConfig()
+    over = {
+        "model": ns.model,
+        "device": ns.device,
+        "seeds": ns.seeds,
+        "out": ns.out,
+        "rl_updates": ns.rl_updates,
+        "test_prompts": ns.test_prompts,
+        "threads": ns.threads,
+        "agents": tuple(ns.agents) if ns.agents else None,
+        "tasks": tuple(ns.tasks) if ns.tasks else None,
+    }
+    return replace(cfg, **{k: v for k, v in over.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> None:
+    main_with(parse(argv))
+
+
+def main_with(cfg: BenchConfig) -> None:
+    """Run or resume ``cfg``, then write the tables and plots and print the Markdown table."""
+    start = time.perf_counter()
+    run(cfg)
+    # The tables cover every finished cell in the output dir, so runs over different agent/task
+    # subsets (all with one budget: check_same_config) add up to one benchmark.
+    records = [json.loads(p.read_text()) for p in sorted((Path(cfg.out) / "cells").glob("*.json"))]
+    rows = summarise(records)
+    out = Path(cfg.out)
+    md = write_tables(rows, out)
+    plot(rows, out)
+    name = "embedded" if cfg.model == textgym.DEFAULT_MODEL else cfg.model
+    print(
+        f"# benchmark: model {name}, device {cfg.device}, {cfg.seeds} seeds, "
+        f"{cfg.test_prompts} test prompts, <= {cfg.max_new_tokens} new tokens, torch "
+        f"{torch.__version__}, {time.perf_counter() - start:.0f} s"
+    )
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

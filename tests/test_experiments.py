@@ -1,0 +1,90 @@
+"""The experiment scripts: a minimal benchmark run writes its tables, and a rerun resumes."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def bench():  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("benchmark")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_distinct_n() -> None:
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        from evaluate import distinct_n
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    assert distinct_n(["a b a b"], 1) == pytest.approx(0.5)
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["a", ""], 2) == 0.0
+
+
+def test_benchmark_tables_and_resume(bench, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cfg = bench.parse(
+        [
+            "--quick",
+            "--agents",
+            "reinforce",
+            "--tasks",
+            "reverse",
+            "--seeds",
+            "1",
+            "--rl-updates",
+            "2",
+            "--test-prompts",
+            "4",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    cfg = bench.replace(cfg, num_envs=4, max_new_tokens=8)
+    bench.main_with(cfg)
+    cells = list((tmp_path / "cells").glob("*.json"))
+    assert [c.name for c in cells] == ["reinforce__reverse__0.json"]
+    cell = json.loads(cells[0].read_text())
+    for m in (
+        "reward",
+        "bleu",
+        "chrf",
+        "rougeL",
+        "meteor",
+        "cider",
+        "sentiment",
+        "ppl_ref",
+        "kl",
+        "distinct1",
+        "distinct2",
+        "length",
+    ):
+        assert m in cell["metrics"], m
+    with open(tmp_path / "benchmark.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["agent"], r["task"]) for r in rows] == [("reinforce", "reverse")]
+    assert float(rows[0]["length"]) > 0
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "| reinforce |" in md
+    assert "### reverse" in md
+    assert (tmp_path / "benchmark_reward.png").exists()
+
+    # Resume: the finished cell is loaded, not trained again.
+    def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a finished cell was run again")
+
+    monkeypatch.setattr(bench, "run_cell", fail)
+    records = bench.run(cfg, progress=False)
+    assert len(records) == 1
+    assert records[0]["metrics"] == cell["metrics"]
