@@ -77,7 +77,7 @@ def train_ppo(lm: LanguageModel, updates: int, num_envs: int, seconds: float) ->
 
     print(f"\n== 3. Native PPO on review sentiment ({num_envs} episodes a round) ==")
     env = gym.make_vec("TextGen-v0", num_envs=num_envs, model=lm, max_new_tokens=24)
-    agent = PPO(lm, env, config=PPOConfig(lr=5e-4, beta=0.02, n_epochs=2), progress_bar=False)
+    agent = PPO(lm, env, config=PPOConfig(lr=3e-4, beta=0.05, n_epochs=2), progress_bar=False)
     rewards: list[float] = []
     start = time.perf_counter()
     for update in range(updates):
@@ -117,7 +117,7 @@ def save_plot(rewards: Sequence[float], path: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m textgym", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=textgym.DEFAULT_MODEL, help="HF name or path")
-    parser.add_argument("--updates", type=int, default=25, help="PPO updates (at most)")
+    parser.add_argument("--updates", type=int, default=40, help="PPO updates (at most)")
     parser.add_argument("--num-envs", type=int, default=32, help="episodes per PPO round")
     parser.add_argument("--seconds", type=float, default=60.0, help="PPO time budget")
     parser.add_argument("--plot", default="textgym_demo.png", help="where to save the curve")
