@@ -18,11 +18,57 @@ from transformers import (
 
 import textgym
 
-WORDS = (
-    "the a movie film was is great good bad awful plot actor acting story and but very not "
-    "i loved hated it this that of to in with dog cat ball park runs plays sits on . , ! "
-    "red blue green one two three four five six seven"
-).split()
+WORDS = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "was",
+    "is",
+    "great",
+    "good",
+    "bad",
+    "awful",
+    "plot",
+    "actor",
+    "acting",
+    "story",
+    "and",
+    "but",
+    "very",
+    "not",
+    "i",
+    "loved",
+    "hated",
+    "it",
+    "this",
+    "that",
+    "of",
+    "to",
+    "in",
+    "with",
+    "dog",
+    "cat",
+    "ball",
+    "park",
+    "runs",
+    "plays",
+    "sits",
+    "on",
+    ".",
+    ",",
+    "!",
+    "red",
+    "blue",
+    "green",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+]
 SPECIALS = ["<|endoftext|>", "<pad>", "<unk>"]
 TINY_VOCAB = 64  # LM head size; the tokenizer holds fewer tokens (padding the head is legal)
 
@@ -56,8 +102,14 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random GPT-2 (2 layers, 32 dims, 64-token head) with its tokenizer, saved to a temp dir."""
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=TINY_VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-        bos_token_id=0, eos_token_id=0, pad_token_id=1,
+        vocab_size=TINY_VOCAB,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
     )
     return _save(GPT2LMHeadModel(config).eval(), tmp_path_factory.mktemp("tiny_gpt2"))
 
@@ -67,9 +119,16 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A random Llama-style model (rotary positions, RMSNorm, SwiGLU), to test beyond GPT-2."""
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=TINY_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        bos_token_id=0, eos_token_id=0, pad_token_id=1,
+        vocab_size=TINY_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=1,
     )
     return _save(LlamaForCausalLM(config).eval(), tmp_path_factory.mktemp("tiny_llama"))
 

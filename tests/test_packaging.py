@@ -37,19 +37,42 @@ def test_installed_package_imports_from_outside_the_repo(tmp_path: Path) -> None
 def test_built_wheel_holds_the_three_packages_and_the_model(tmp_path: Path) -> None:
     wheel_dir = tmp_path / "dist"
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheel_dir), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheel_dir),
+            str(ROOT),
+        ],
         cwd=tmp_path,
     )
     (wheel,) = wheel_dir.glob("textgym-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("textgym/__init__.py", "textgym/rewards/__init__.py", "textgym/agents/__init__.py"):
+    for module in (
+        "textgym/__init__.py",
+        "textgym/rewards/__init__.py",
+        "textgym/agents/__init__.py",
+    ):
         assert module in names
     assert not any(name.startswith(("rewards/", "agents/", "tests/")) for name in names)
     site = tmp_path / "site"
     _run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-         str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
         cwd=tmp_path,
     )
     # The wheel's copy must win over the editable install: PYTHONPATH precedes the editable finder.

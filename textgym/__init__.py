@@ -21,7 +21,7 @@ DEFAULT_MODEL: str = str(ASSETS / "model")
 """Path of the embedded model: a Hugging Face directory, so ``from_pretrained(DEFAULT_MODEL)``
 works with ``textgym.LanguageModel`` and with ``transformers`` alike."""
 
-from textgym import registration as _registration  # noqa: E402  (registers the gym ids)
+from textgym import registration  # noqa: E402, F401  (importing it registers the gym ids)
 from textgym.envs import TextGenEnv, TextGenVectorEnv  # noqa: E402
 from textgym.lm import LanguageModel  # noqa: E402
 from textgym.perplexity import perplexity  # noqa: E402

@@ -29,7 +29,7 @@ PROMPTS = (
 
 
 def _bar(value: float, lo: float, hi: float, width: int = 40) -> str:
-    filled = int(round(width * (value - lo) / max(hi - lo, 1e-9)))
+    filled = round(width * (value - lo) / max(hi - lo, 1e-9))
     return "#" * max(0, min(width, filled))
 
 
@@ -57,13 +57,13 @@ def show_decoding(lm: LanguageModel) -> None:
 def show_episode(lm: LanguageModel) -> None:
     print("\n== 2. One episode of gym.make('TextGen-v0'), a token per step ==")
     env = gym.make("TextGen-v0", model=lm, max_new_tokens=24)
-    obs, info = env.reset(seed=0)
+    _, info = env.reset(seed=0)
     cache, ids, mask = None, *lm.encode([info["prompt"]])
     total, steps, done = 0.0, 0, False
     while not done:
         logits, cache = lm.step(ids, mask, cache)
         action = int(logits.argmax(-1))  # a greedy "policy"; agents sample instead
-        obs, reward, terminated, truncated, info = env.step(action)
+        _, reward, terminated, truncated, info = env.step(action)
         ids = torch.tensor([[action]], device=lm.device)
         mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
         total, steps, done = total + float(reward), steps + 1, terminated or truncated

@@ -623,7 +623,9 @@ def _beam_loop(
     finished = empty(_NEG)
     open_ = torch.ones((B, 1), dtype=torch.bool, device=device)  # (B, 1) can still improve
     top_k_slots = torch.arange(n_cand, device=device) < K  # (C,) only these may finish
-    logits, cache = lm.step_unchecked(ids.repeat_interleave(K, dim=0), flat_mask if padded else None)
+    logits, cache = lm.step_unchecked(
+        ids.repeat_interleave(K, dim=0), flat_mask if padded else None
+    )
     for t in range(T):
         logp = torch.log_softmax(logits, dim=-1).view(B, K * V)  # (B, K*V)
         total = (logp.view(B, K, V) + running.scores.unsqueeze(-1)).view(B, K * V)  # (B, K*V)
