@@ -1,0 +1,422 @@
+"""DPO and its variants: Rafailov et al. 2023 (arXiv:2305.18290), Eq. 7, and siblings.
+
+With h = log π_θ(y_w|x)/π_ref(y_w|x) - log π_θ(y_l|x)/π_ref(y_l|x) (each log π summed over the
+completion's tokens only):
+
+    sigmoid (DPO, Eq. 7):            L = -E log σ(β·h)
+    dpop (DPO-Positive, Pal et al. 2024, arXiv:2402.13228, Eq. 3):
+                                     L = -E log σ(β·(h - λ·max(0, log π_ref(y_w|x)/π_θ(y_w|x))))
+    ipo (Azar et al. 2023, arXiv:2310.12036, Eq. 17):
+                                     L = E (h̄ - 1/(2τ))², h̄ = h with each log-ratio divided by the
+                                     completion's length (TRL's form, checked with the authors)
+    cdpo (conservative DPO, Mitchell 2023, labels flipped with probability ε):
+                                     L = -E [(1-ε)·log σ(β·h) + ε·log σ(-β·h)]
+
+Implicit reward r̂(x, y) = β·log π_θ(y|x)/π_ref(y|x); "accuracy" is the fraction of pairs with
+r̂(x, y_w) > r̂(x, y_l), "margin" the mean of r̂(x, y_w) - r̂(x, y_l).
+
+Symbols -> code: β (τ for IPO) -> cfg.beta | λ -> cfg.lam | ε -> cfg.eps |
+log π_θ(y_w|x), log π_θ(y_l|x) -> logp_theta_w, logp_theta_l |
+log π_ref(y_w|x), log π_ref(y_l|x) -> logp_ref_w, logp_ref_l.
+
+Engineering choices: log π_ref is computed once per dataset and cached (the reference never
+changes); chosen and rejected rows go through π_θ in one concatenated forward; dropout stays off
+(the policy is kept in eval mode, like TRL's ``disable_dropout``) so that π_θ = π_ref exactly before
+the first update and the loss is log 2 there. The data order of epoch e is a permutation drawn from
+(seed, e) alone, so the step count restores it on resume and nothing else is random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from textgym.agents._common import check_finite, frozen_copy
+from torch import Tensor
+
+from textgym.lm import LanguageModel
+from textgym.preference import (
+    PreferenceBatch,
+    PreferencePair,
+    cached_logps,
+    sequence_logps,
+    tokenize_pairs,
+)
+from textgym.training import CSVLogger, load_state, progress, resolve_device, save_state
+
+LossType = Literal["sigmoid", "dpop", "ipo", "cdpo"]
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    """Hyperparameters of DPO and its variants (defaults work on ``textgym.DEFAULT_MODEL``)."""
+
+    loss: LossType = "sigmoid"
+    """Objective: "sigmoid" (DPO), "dpop" (DPO-Positive), "ipo" (IPO) or "cdpo" (conservative)."""
+    beta: float = 0.1
+    """β (τ in IPO): tie of π_θ to π_ref; DPO paper 0.1, Smaug (DPOP) 0.3."""
+    lam: float = 50.0
+    """λ: DPO-Positive's weight on max(0, log π_ref(y_w)/π_θ(y_w)); Smaug paper 50."""
+    eps: float = 0.1
+    """ε: label-flip probability of conservative DPO (loss="cdpo"); Mitchell 2023 uses 0.1."""
+    lr: float = 1e-4
+    """Learning rate of AdamW; DPO paper 1e-6 (7B models); a 1M-parameter model needs far more."""
+    batch_size: int = 8
+    """B, pairs per update (2B rows per forward); DPO paper 64."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up, in updates; DPO paper 150."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables); TRL default 1.0."""
+    max_length: int | None = None
+    """Most tokens per prompt+completion row; None: the model's context window."""
+    eval_every: int = 0
+    """Evaluate on the held-out pairs every this many updates (0: only when asked)."""
+    seed: int = 0
+    """Seed of the data order."""
+    device: str = "auto"
+    """Where to train: "auto" (CUDA when available), "cpu", "cuda:0"..."""
+    log_dir: str | None = None
+    """Folder for progress.csv (one row per update); None: no file."""
+    progress_bar: bool = True
+    """Show a tqdm bar during learn()."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"DPOConfig.loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        for name in ("beta", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DPOConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not self.lam >= 0:
+            raise ValueError(f"DPOConfig.lam must be >= 0, got {self.lam}")
+        if not 0 <= self.eps < 0.5:
+            raise ValueError(f"DPOConfig.eps must be in [0, 0.5), got {self.eps}")
+        for name in ("warmup_steps", "eval_every", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DPOConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"DPOConfig.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"DPOConfig.max_length must be >= 2 or None, got {self.max_length}")
+
+
+def dpo_loss(
+    logp_theta_w: Tensor,  # (B,) log π_θ(y_w|x)
+    logp_theta_l: Tensor,  # (B,) log π_θ(y_l|x)
+    logp_ref_w: Tensor,  # (B,) log π_ref(y_w|x)
+    logp_ref_l: Tensor,  # (B,) log π_ref(y_l|x)
+    beta: float,
+) -> Tensor:  # ()
+    """DPO, Eq. 7: -mean log σ(β·h)."""
+    h = (logp_theta_w - logp_ref_w) - (logp_theta_l - logp_ref_l)  # (B,)
+    return -F.logsigmoid(beta * h).mean()  # log σ in one op: no underflow at large margins
+
+
+def dpop_loss(
+    logp_theta_w: Tensor,  # (B,)
+    logp_theta_l: Tensor,  # (B,)
+    logp_ref_w: Tensor,  # (B,)
+    logp_ref_l: Tensor,  # (B,)
+    beta: float,
+    lam: float,
+) -> Tensor:  # ()
+    """DPO-Positive, Eq. 3: the penalty acts only while π_θ(y_w|x) < π_ref(y_w|x)."""
+    h = (logp_theta_w - logp_ref_w) - (logp_theta_l - logp_ref_l)  # (B,)
+    penalty = torch.clamp(logp_ref_w - logp_theta_w, min=0.0)  # (B,) max(0, log π_ref/π_θ)
+    return -F.logsigmoid(beta * (h - lam * penalty)).mean()
+
+
+def ipo_loss(
+    logp_theta_w: Tensor,  # (B,)
+    logp_theta_l: Tensor,  # (B,)
+    logp_ref_w: Tensor,  # (B,)
+    logp_ref_l: Tensor,  # (B,)
+    len_w: Tensor,  # (B,) |y_w| in tokens
+    len_l: Tensor,  # (B,) |y_l| in tokens
+    tau: float,
+) -> Tensor:  # ()
+    """IPO, Eq. 17, on per-token mean log-ratios: mean (h̄ - 1/(2τ))²."""
+    h_bar = (logp_theta_w - logp_ref_w) / len_w - (logp_theta_l - logp_ref_l) / len_l  # (B,)
+    return ((h_bar - 1.0 / (2.0 * tau)) ** 2).mean()
+
+
+def cdpo_loss(
+    logp_theta_w: Tensor,  # (B,)
+    logp_theta_l: Tensor,  # (B,)
+    logp_ref_w: Tensor,  # (B,)
+    logp_ref_l: Tensor,  # (B,)
+    beta: float,
+    eps: float,
+) -> Tensor:  # ()
+    """Conservative (label-smoothed) DPO: the label is wrong with probability ε."""
+    h = (logp_theta_w - logp_ref_w) - (logp_theta_l - logp_ref_l)  # (B,)
+    return -((1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)).mean()
+
+
+@dataclass
+class PairLogps:
+    """Sequence log-probs of B pairs under π_θ and π_ref, and the completion lengths."""
+
+    theta_w: Tensor  # (B,)
+    theta_l: Tensor  # (B,)
+    ref_w: Tensor  # (B,)
+    ref_l: Tensor  # (B,)
+    len_w: Tensor  # (B,) float
+    len_l: Tensor  # (B,) float
+
+
+LOSSES: dict[str, Callable[[PairLogps, DPOConfig], Tensor]] = {
+    "sigmoid": lambda p, c: dpo_loss(p.theta_w, p.theta_l, p.ref_w, p.ref_l, c.beta),
+    "dpop": lambda p, c: dpop_loss(p.theta_w, p.theta_l, p.ref_w, p.ref_l, c.beta, c.lam),
+    "ipo": lambda p, c: ipo_loss(p.theta_w, p.theta_l, p.ref_w, p.ref_l, p.len_w, p.len_l, c.beta),
+    "cdpo": lambda p, c: cdpo_loss(p.theta_w, p.theta_l, p.ref_w, p.ref_l, c.beta, c.eps),
+}
+
+
+def pair_metrics(p: PairLogps, beta: float) -> dict[str, float]:
+    """Implicit-reward accuracy and margin, r̂ = β·log π_θ/π_ref, and the mean log-probs."""
+    r_w, r_l = beta * (p.theta_w - p.ref_w), beta * (p.theta_l - p.ref_l)  # (B,) each
+    return {
+        "accuracy": (r_w > r_l).float().mean().item(),
+        "margin": (r_w - r_l).mean().item(),
+        "reward_chosen": r_w.mean().item(),
+        "reward_rejected": r_l.mean().item(),
+        "logp_chosen": p.theta_w.mean().item(),
+        "logp_rejected": p.theta_l.mean().item(),
+        "logratio_chosen": (p.theta_w - p.ref_w).mean().item(),  # < 0: π_θ(y_w) fell below π_ref
+    }
+
+
+class DPO:
+    """Direct preference optimisation of ``policy`` on fixed (x, y_w, y_l) pairs.
+
+    Args:
+        policy: π_θ, trained in place (kept in eval mode: no dropout).
+        ref: π_ref; None freezes a copy of ``policy`` as it is now.
+        data: training pairs, as ``PreferencePair`` s or an already tokenized ``PreferenceBatch``.
+        eval_data: optional held-out pairs, for ``evaluate()`` and ``cfg.eval_every``.
+        config: hyperparameters.
+        ref_logps: cached log π_ref of ``data``'s rows (2N,), when already known (checkpoints).
+        eval_ref_logps: the same for ``eval_data``.
+    """
+
+    def __init__(
+        self,
+        policy: LanguageModel,
+        ref: LanguageModel | None = None,
+        data: Sequence[PreferencePair] | PreferenceBatch = (),
+        eval_data: Sequence[PreferencePair] | PreferenceBatch | None = None,
+        config: DPOConfig = DPOConfig(),
+        *,
+        ref_logps: Tensor | None = None,
+        eval_ref_logps: Tensor | None = None,
+    ) -> None:
+        if config.eval_every and eval_data is None:
+            raise ValueError(f"DPOConfig.eval_every={config.eval_every} needs eval_data=...")
+        self.cfg = config
+        device = resolve_device(config.device)
+        self.policy = (
+            policy
+            if policy.device == device
+            else LanguageModel(policy.model, policy.tokenizer, device)
+        )
+        self.policy.model.eval()
+        if ref is None:
+            ref = frozen_copy(self.policy)
+        elif ref.vocab_size != policy.vocab_size:
+            raise ValueError(
+                f"the reference has {ref.vocab_size} logits but the policy {policy.vocab_size}: "
+                "π_ref must share the policy's vocabulary"
+            )
+        self.ref = ref if ref.device == device else LanguageModel(ref.model, ref.tokenizer, device)
+        self.ref.model.eval().requires_grad_(False)
+        self.data = self._tokenize(data)
+        self.eval_data = None if eval_data is None else self._tokenize(eval_data)
+        self.ref_logps = cached_logps(self.ref, self.data) if ref_logps is None else ref_logps.cpu()
+        self.eval_ref_logps = eval_ref_logps
+        if self.eval_data is not None and eval_ref_logps is None:
+            self.eval_ref_logps = cached_logps(self.ref, self.eval_data)
+        if self.ref_logps.shape != (2 * len(self.data),):
+            raise ValueError(
+                f"ref_logps must be ({2 * len(self.data)},), got {tuple(self.ref_logps.shape)}"
+            )
+        params = [q for q in self.policy.model.parameters() if q.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr)
+        warmup = config.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def _tokenize(self, data: Sequence[PreferencePair] | PreferenceBatch) -> PreferenceBatch:
+        if isinstance(data, PreferenceBatch):
+            return data
+        if len(data) == 0:
+            raise ValueError("DPO needs at least one preference pair (data=...)")
+        return tokenize_pairs(self.policy, data, max_length=self.cfg.max_length)
+
+    def _pair_logps(self, data: PreferenceBatch, ref: Tensor, index: Tensor) -> PairLogps:
+        """π_θ log-probs of pairs ``index`` (one forward, with gradients) and their cached π_ref."""
+        batch = data.select(index).to(self.policy.device)
+        theta_w, theta_l = sequence_logps(self.policy, batch).chunk(2)  # (B,), (B,)
+        len_w, len_l = batch.completion_mask.sum(-1).float().chunk(2)  # (B,), (B,)
+        ref_w, ref_l = (ref[i].to(theta_w.device) for i in (index, index + len(data)))  # (B,) each
+        return PairLogps(theta_w, theta_l, ref_w, ref_l, len_w, len_l)
+
+    def _indices(self, step: int) -> Tensor:
+        """Pairs of update ``step``: epoch e walks a permutation drawn from (seed, e) alone."""
+        n, b = len(self.data), self.cfg.batch_size
+        per_epoch = math.ceil(n / b)
+        epoch, j = divmod(step, per_epoch)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g)[j * b : (j + 1) * b]
+
+    def learn(self, n_updates: int) -> list[dict[str, float]]:
+        """Run ``n_updates`` optimizer updates of the chosen loss; return their history rows.
+
+        Each history row holds the update index, loss, implicit-reward accuracy and margin,
+        chosen/rejected rewards and log-probs, grad norm and learning rate (and "eval_*" keys
+        every ``cfg.eval_every`` updates when ``eval_data`` was given). ``self.history`` keeps
+        the rows of every call.
+        """
+        rows: list[dict[str, float]] = []
+        logger = None if self.cfg.log_dir is None else CSVLogger(self.cfg.log_dir)
+        loss_fn = LOSSES[self.cfg.loss]
+        for _ in progress(
+            range(n_updates), desc=f"DPO[{self.cfg.loss}]", disable=not self.cfg.progress_bar
+        ):
+            p = self._pair_logps(self.data, self.ref_logps, self._indices(self.step))
+            loss = loss_fn(p, self.cfg)
+            check_finite(
+                self.step,
+                {
+                    f"{self.cfg.loss}_loss": loss,
+                    "logp_theta_w": p.theta_w.mean(),
+                    "logp_theta_l": p.theta_l.mean(),
+                    "logp_ref_w": p.ref_w.mean(),
+                    "logp_ref_l": p.ref_l.mean(),
+                },
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = self.cfg.max_grad_norm or float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip)
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            row = {
+                "update": float(self.step),
+                "loss": loss.item(),
+                **pair_metrics(p, self.cfg.beta),
+            }
+            row |= {"grad_norm": grad_norm.item(), "lr": float(lr)}
+            if self.eval_data is not None and self.cfg.eval_every:
+                due = self.step % self.cfg.eval_every == 0
+                evals = self.evaluate() if due else dict.fromkeys(_EVAL_KEYS, math.nan)
+                row |= {f"eval_{k}": v for k, v in evals.items()}
+            rows.append(row)
+            self.history.append(row)
+            if logger is not None:
+                logger.log(row)
+        if logger is not None:
+            logger.close()
+        return rows
+
+    @torch.no_grad()
+    def evaluate(
+        self, data: Sequence[PreferencePair] | None = None, batch_size: int = 32
+    ) -> dict[str, float]:
+        """Loss, implicit-reward accuracy and margin, log-probs on held-out pairs.
+
+        Args:
+            data: pairs to score; None uses ``eval_data`` (whose π_ref log-probs are cached).
+            batch_size: pairs per forward.
+
+        Returns:
+            The mean of each metric over the pairs (keys as in ``pair_metrics`` plus "loss").
+        """
+        if data is None:
+            if self.eval_data is None or self.eval_ref_logps is None:
+                raise ValueError("evaluate() needs data=... or eval_data given to the constructor")
+            batch, ref = self.eval_data, self.eval_ref_logps
+        else:
+            batch = self._tokenize(data)
+            ref = cached_logps(self.ref, batch, batch_size)
+        parts = [
+            self._pair_logps(batch, ref, torch.arange(i, min(i + batch_size, len(batch))))
+            for i in range(0, len(batch), batch_size)
+        ]
+        p = PairLogps(
+            *(torch.cat([getattr(q, f) for q in parts]) for f in PairLogps.__dataclass_fields__)
+        )
+        return {"loss": LOSSES[self.cfg.loss](p, self.cfg).item(), **pair_metrics(p, self.cfg.beta)}
+
+    def save(self, directory: str | Path) -> None:
+        """Write policy/, reference/ and trainer_state.pt (optimizer, step, data, cached π_ref)."""
+        path = Path(directory)
+        self.policy.save_pretrained(path / "policy")
+        self.ref.save_pretrained(path / "reference")
+        state: dict[str, Any] = {
+            "config": self.cfg,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "data": self.data.state_dict(),
+            "ref_logps": self.ref_logps,
+            "eval_data": None if self.eval_data is None else self.eval_data.state_dict(),
+            "eval_ref_logps": self.eval_ref_logps,
+            # No RNG state to save: the data order is a function of (cfg.seed, step) and dropout
+            # is off, so step and seed are the whole random state.
+        }
+        save_state(path, state)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | None = None) -> DPO:
+        """Rebuild an agent from ``save(directory)``; ``learn`` then continues bit for bit.
+
+        Args:
+            directory: the checkpoint folder.
+            device: override the saved ``cfg.device``.
+        """
+        path = Path(directory)
+        state = load_state(path)
+        cfg: DPOConfig = state["config"]
+        if device is not None:
+            cfg = dataclasses.replace(cfg, device=device)
+        where = cfg.device
+        policy = LanguageModel.from_pretrained(path / "policy", device=where)
+        ref = LanguageModel.from_pretrained(path / "reference", device=where)
+        eval_data = None if state["eval_data"] is None else PreferenceBatch(**state["eval_data"])
+        agent = cls(
+            policy,
+            ref,
+            PreferenceBatch(**state["data"]),
+            eval_data,
+            cfg,
+            ref_logps=state["ref_logps"],
+            eval_ref_logps=state["eval_ref_logps"],
+        )
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.scheduler.load_state_dict(state["scheduler"])
+        agent.step, agent.history = state["step"], state["history"]
+        return agent
+
+
+_EVAL_KEYS = (
+    "loss",
+    "accuracy",
+    "margin",
+    "reward_chosen",
+    "reward_rejected",
+    "logp_chosen",
+    "logp_rejected",
+    "logratio_chosen",
+)

@@ -1,0 +1,326 @@
+"""Iterative DPO: Rosset et al. 2024, Direct Nash Optimization, DNO-Prct (arXiv:2404.03715, Alg. 2).
+
+For t = 1..T:
+    1. sample K completions y_1..y_K ~ π_t(·|x) for each training prompt x (optionally add the gold
+       completion y_gold as a candidate);
+    2. rank them with a preference function P: a reward r(x, y) (a gold metric or a learned r_φ),
+       or a pairwise P(y ≻ y'|x), each candidate scored by its mean win rate against the others;
+    3. keep (y_w, y_l) = (best, worst) when score(y_w) - score(y_l) > the margin threshold;
+    4. π_{t+1} = argmin_θ L_DPO(π_θ; π_ref = π_t) on those pairs (see agents/dpo.py);
+then return the best of π_1..π_{T+1} on validation prompts.
+
+Symbols -> code: T -> cfg.rounds | K -> cfg.k | P / r -> ``preference`` / ``reward`` |
+π_t -> ``self.policy`` at the start of round t (frozen as the round's reference) |
+β -> cfg.dpo.beta.
+
+The validation score is the mean reward of one sampled completion per validation prompt (with a
+reward), or the mean P(y ≻ y_1) against π_1's completions (with a pairwise preference). Every
+validation draws from the same seed, so rounds are compared on common random numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from textgym.agents.dpo import DPO, DPOConfig
+
+from textgym.decoding import generate
+from textgym.lm import LanguageModel
+from textgym.preference import PreferenceFn, RewardFn, sample_pairs
+from textgym.training import CSVLogger, load_state, progress, resolve_device, save_state
+
+
+@dataclass(frozen=True)
+class IterativeDPOConfig:
+    """Hyperparameters of iterative DPO (defaults work on ``textgym.DEFAULT_MODEL``)."""
+
+    rounds: int = 3
+    """T, rounds of sample -> rank -> DPO; DNO-Prct runs 6 (3 per prompt batch)."""
+    k: int = 4
+    """K, completions sampled per prompt; DNO-Prct samples 5."""
+    updates_per_round: int = 60
+    """DPO updates per round (each on cfg.dpo.batch_size pairs)."""
+    prompts_per_round: int | None = None
+    """Training prompts drawn (without replacement) each round; None: all of them."""
+    min_margin: float = 0.0
+    """Keep a pair when score(y_w) - score(y_l) exceeds this; DNO-Prct keeps large-margin pairs."""
+    include_reference: bool = False
+    """Add the gold completion (first reference) as a candidate, as DNO-Prct does."""
+    max_new_tokens: int = 24
+    """Longest sampled completion, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature of the candidates (and of the validation samples)."""
+    top_p: float = 1.0
+    """Nucleus mass of the candidates (and of the validation samples)."""
+    seed: int = 0
+    """Seed of sampling and prompt selection."""
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    """The DPO update run each round against π_t (its seed is offset by the round)."""
+    log_dir: str | None = None
+    """Folder for rounds.csv (one row per round); None: no file."""
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "updates_per_round", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"IterativeDPOConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.k < (1 if self.include_reference else 2):
+            raise ValueError(
+                f"IterativeDPOConfig.k must be >= 2 (1 with the gold reference), got {self.k}"
+            )
+        if self.prompts_per_round is not None and self.prompts_per_round < 1:
+            raise ValueError(
+                f"IterativeDPOConfig.prompts_per_round must be >= 1, got {self.prompts_per_round}"
+            )
+        if not (0 < self.top_p <= 1 and self.temperature > 0):
+            raise ValueError(
+                f"need 0 < top_p <= 1 and temperature > 0, got {self.top_p}, {self.temperature}"
+            )
+        if not math.isfinite(self.min_margin):
+            raise ValueError(f"IterativeDPOConfig.min_margin must be finite, got {self.min_margin}")
+
+
+class IterativeDPO:
+    """On-policy rounds of DPO, each against the previous round's policy.
+
+    Args:
+        policy: π_1, trained in place; ``best_policy`` keeps the best round's weights.
+        prompts: training prompts x.
+        reward: r(x, y), batched ``(prompts, completions, references) -> (B,)``; or
+        preference: P(y ≻ y'|x), batched ``(prompts, a, b) -> (B,)``. Exactly one of the two.
+        references: gold completions, one sequence per training prompt.
+        val_prompts: validation prompts for model selection (defaults to the training prompts).
+        val_references: gold completions of the validation prompts, passed to the reward.
+        config: hyperparameters.
+    """
+
+    def __init__(
+        self,
+        policy: LanguageModel,
+        prompts: Sequence[str],
+        *,
+        reward: RewardFn | None = None,
+        preference: PreferenceFn | None = None,
+        references: Sequence[Sequence[str]] | None = None,
+        val_prompts: Sequence[str] | None = None,
+        val_references: Sequence[Sequence[str]] | None = None,
+        config: IterativeDPOConfig = IterativeDPOConfig(),
+    ) -> None:
+        if (reward is None) == (preference is None):
+            raise ValueError("IterativeDPO needs exactly one of reward= or preference=")
+        if not prompts:
+            raise ValueError("IterativeDPO needs training prompts")
+        if config.include_reference and references is None:
+            raise ValueError("include_reference=True needs references")
+        self.cfg = config
+        device = resolve_device(config.dpo.device)
+        self.policy = (
+            policy
+            if policy.device == device
+            else LanguageModel(policy.model, policy.tokenizer, device)
+        )
+        self.prompts, self.references = (
+            list(prompts),
+            None if references is None else list(references),
+        )
+        self.val_prompts = list(val_prompts) if val_prompts is not None else self.prompts
+        self.val_references = val_references if val_prompts is not None else self.references
+        self.reward, self.preference = reward, preference
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.round = 0
+        self.history: list[dict[str, float]] = []
+        self.best_score = -math.inf
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._val_anchor: list[str] | None = None  # π_1's validation completions (pairwise only)
+
+    def _sample_val(self) -> list[str]:
+        g = torch.Generator(device=self.policy.device).manual_seed(self.cfg.seed + 7919)
+        out = generate(
+            self.policy,
+            self.val_prompts,
+            max_new_tokens=self.cfg.max_new_tokens,
+            do_sample=True,
+            temperature=self.cfg.temperature,
+            top_p=self.cfg.top_p if self.cfg.top_p < 1 else None,
+            generator=g,
+        )
+        return list(out.texts)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Mean reward (or win rate against π_1) of the current policy on the validation prompts."""
+        texts = self._sample_val()
+        if self.reward is not None:
+            return float(np.mean(self.reward(self.val_prompts, texts, self.val_references)))
+        assert self.preference is not None
+        if self._val_anchor is None:
+            self._val_anchor = texts  # π_1 against itself: 1/2 by symmetry
+        return float(np.mean(self.preference(self.val_prompts, texts, self._val_anchor)))
+
+    def _keep_if_best(self, score: float) -> None:
+        if score > self.best_score:
+            self.best_score = score
+            self.best_state = {
+                k: v.detach().cpu().clone() for k, v in self.policy.model.state_dict().items()
+            }
+
+    def _round_prompts(self) -> tuple[list[str], list[Sequence[str]] | None]:
+        n = self.cfg.prompts_per_round
+        if n is None or n >= len(self.prompts):
+            return self.prompts, self.references
+        pick = torch.randperm(
+            len(self.prompts), generator=self.generator, device=self.generator.device
+        )[:n]
+        idx = pick.tolist()
+        refs = None if self.references is None else [self.references[i] for i in idx]
+        return [self.prompts[i] for i in idx], refs
+
+    def learn(self, rounds: int | None = None) -> list[dict[str, float]]:
+        """Run ``rounds`` (default: the rest of ``cfg.rounds``) of sample -> rank -> DPO.
+
+        Returns:
+            One row per round: pairs kept, their mean margin, the mean score of π_t's samples on the
+            training prompts, the last DPO update's loss/accuracy/margin, and "val_score" of
+            π_{t+1}. Row 0 ("round" 0) holds π_1's validation score.
+        """
+        rows: list[dict[str, float]] = []
+        logger = None if self.cfg.log_dir is None else CSVLogger(self.cfg.log_dir)
+
+        def record(row: dict[str, float]) -> None:
+            rows.append(row)
+            self.history.append(row)
+            if logger is not None:
+                logger.log(row)
+
+        if self.round == 0 and not self.history:
+            score = self.validate()
+            self._keep_if_best(score)
+            record(dict.fromkeys(_ROW_KEYS, math.nan) | {"round": 0.0, "val_score": score})
+        todo = self.cfg.rounds - self.round if rounds is None else rounds
+        for _ in progress(range(todo), desc="IterativeDPO", disable=not self.cfg.dpo.progress_bar):
+            prompts, refs = self._round_prompts()
+            sampled = sample_pairs(
+                self.policy,
+                prompts,
+                k=self.cfg.k,
+                reward=self.reward,
+                preference=self.preference,
+                references=refs,
+                include_reference=self.cfg.include_reference,
+                min_margin=self.cfg.min_margin,
+                max_new_tokens=self.cfg.max_new_tokens,
+                temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p,
+                generator=self.generator,
+            )
+            if not sampled.pairs:
+                raise RuntimeError(
+                    f"round {self.round + 1}: no pair of {len(prompts)} prompts passed min_margin="
+                    f"{self.cfg.min_margin}; lower it or raise k"
+                )
+            # π_ref = π_t: DPO freezes a copy of the policy as it is at the start of the round.
+            dpo_cfg = dataclasses.replace(
+                self.cfg.dpo, seed=self.cfg.dpo.seed + self.round, log_dir=None
+            )
+            agent = DPO(self.policy, data=sampled.pairs, config=dpo_cfg)
+            last = agent.learn(self.cfg.updates_per_round)[-1]
+            del agent  # frees π_t's copy before validation samples
+            self.round += 1
+            score = self.validate()
+            self._keep_if_best(score)
+            record(
+                {
+                    "round": float(self.round),
+                    "pairs": float(len(sampled.pairs)),
+                    "margin_score": float(np.mean([p.margin or 0.0 for p in sampled.pairs])),
+                    "sample_score": float(sampled.sample_scores.mean()),
+                    "loss": last["loss"],
+                    "accuracy": last["accuracy"],
+                    "margin": last["margin"],
+                    "val_score": score,
+                }
+            )
+        if logger is not None:
+            logger.close()
+        return rows
+
+    def best_policy(self) -> LanguageModel:
+        """A copy of the policy with the weights that scored best on validation."""
+        best = LanguageModel(copy.deepcopy(self.policy.model), self.policy.tokenizer)
+        if self.best_state is not None:
+            best.model.load_state_dict(self.best_state)
+        return best
+
+    def save(self, directory: str | Path) -> None:
+        """Write policy/, best/ and trainer_state.pt; resuming continues at the next round."""
+        path = Path(directory)
+        self.policy.save_pretrained(path / "policy")
+        self.best_policy().save_pretrained(path / "best")
+        state: dict[str, Any] = {
+            "config": self.cfg,
+            "round": self.round,
+            "history": self.history,
+            "best_score": self.best_score,
+            "generator": self.generator.get_state(),
+            "prompts": self.prompts,
+            "references": self.references,
+            "val_prompts": self.val_prompts,
+            "val_references": self.val_references,
+            "val_anchor": self._val_anchor,
+        }
+        save_state(path, state)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        reward: RewardFn | None = None,
+        preference: PreferenceFn | None = None,
+    ) -> IterativeDPO:
+        """Rebuild from ``save(directory)``; pass the reward or preference again (not saved)."""
+        path = Path(directory)
+        state = load_state(path)
+        cfg: IterativeDPOConfig = state["config"]
+        policy = LanguageModel.from_pretrained(path / "policy", device=cfg.dpo.device)
+        agent = cls(
+            policy,
+            state["prompts"],
+            reward=reward,
+            preference=preference,
+            references=state["references"],
+            val_prompts=state["val_prompts"],
+            val_references=state["val_references"],
+            config=cfg,
+        )
+        best = LanguageModel.from_pretrained(path / "best", device="cpu")
+        agent.best_state = {k: v.clone() for k, v in best.model.state_dict().items()}
+        agent.round, agent.history, agent.best_score = (
+            state["round"],
+            state["history"],
+            state["best_score"],
+        )
+        agent.generator.set_state(state["generator"])
+        agent._val_anchor = state["val_anchor"]
+        return agent
+
+
+_ROW_KEYS = (
+    "round",
+    "pairs",
+    "margin_score",
+    "sample_score",
+    "loss",
+    "accuracy",
+    "margin",
+    "val_score",
+)

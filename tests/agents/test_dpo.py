@@ -1,0 +1,455 @@
+"""DPO family: loss values and gradients against the formulas and TRL, padding, resume, learning."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from textgym.agents.dpo import (
+    DPO,
+    LOSSES,
+    DPOConfig,
+    PairLogps,
+    cdpo_loss,
+    dpo_loss,
+    dpop_loss,
+    ipo_loss,
+)
+from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
+from textgym.rewards import make
+from torch.testing import assert_close
+from transformers import AutoTokenizer, GPT2LMHeadModel
+
+import textgym
+from textgym.decoding import generate
+from textgym.lm import LanguageModel
+from textgym.preference import (
+    PreferenceBatch,
+    PreferencePair,
+    sample_pairs,
+    sequence_logps,
+    tokenize_pairs,
+)
+from textgym.tasks import load
+
+PAIRS = [
+    PreferencePair("the movie was", "great and i loved it", "bad"),
+    PreferencePair("the plot", "is very good", "is awful and bad"),
+    PreferencePair("a dog", "plays in the park", "sits"),
+    PreferencePair("this film", "was great", "was not good but bad"),
+    PreferencePair("i hated", "nothing", "the acting and the story"),
+    PreferencePair("the cat", "runs and plays", "sits on the red ball"),
+]
+
+
+def _lm(path: str, seed: int | None = None) -> LanguageModel:
+    model = GPT2LMHeadModel.from_pretrained(path)
+    if seed is not None:  # a different random model, so that π_θ ≠ π_ref
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(model.config)
+    return LanguageModel(model.eval(), AutoTokenizer.from_pretrained(path))
+
+
+def _cfg(**kw: object) -> DPOConfig:
+    return DPOConfig(**{"device": "cpu", "progress_bar": False, "batch_size": 4, **kw})  # type: ignore[arg-type]
+
+
+def _random_logps(seed: int = 0, n: int = 16) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (-20 * torch.rand(n, generator=g, dtype=torch.float64)).requires_grad_() for _ in range(4)
+    ]
+
+
+# ---------------------------------------------------------------- the pure losses
+
+
+def test_loss_is_log2_when_policy_equals_ref() -> None:
+    w, lo, _, _ = _random_logps()
+    for name, fn in LOSSES.items():
+        if name == "ipo":
+            continue  # IPO's optimum is h̄ = 1/(2τ), not a sigmoid: no log 2 there
+        p = PairLogps(w, lo, w.detach(), lo.detach(), torch.ones(16), torch.ones(16))
+        assert_close(fn(p, DPOConfig()).item(), math.log(2), rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_losses_and_gradients_match_the_formulas(beta: float) -> None:
+    lam, eps = 5.0, 0.2
+    len_w, len_l = (
+        torch.arange(1.0, 17.0, dtype=torch.float64),
+        torch.full((16,), 3.0, dtype=torch.float64),
+    )
+
+    def direct(
+        name: str, tw: torch.Tensor, tl: torch.Tensor, rw: torch.Tensor, rl: torch.Tensor
+    ) -> torch.Tensor:
+        # Written from the papers, without logsigmoid: sigmoid by hand, in float64.
+        h = tw - rw - tl + rl
+        sig = lambda z: 1 / (1 + torch.exp(-z))  # noqa: E731
+        if name == "sigmoid":
+            return -torch.log(sig(beta * h)).mean()
+        if name == "dpop":
+            return -torch.log(sig(beta * (h - lam * torch.relu(rw - tw)))).mean()
+        if name == "cdpo":
+            return -((1 - eps) * torch.log(sig(beta * h)) + eps * torch.log(sig(-beta * h))).mean()
+        return (((tw - rw) / len_w - (tl - rl) / len_l - 1 / (2 * beta)) ** 2).mean()
+
+    ours = {
+        "sigmoid": lambda *a: dpo_loss(*a, beta),
+        "dpop": lambda *a: dpop_loss(*a, beta, lam),
+        "cdpo": lambda *a: cdpo_loss(*a, beta, eps),
+        "ipo": lambda *a: ipo_loss(*a, len_w, len_l, beta),
+    }
+    for name, fn in ours.items():
+        a = _random_logps(seed=1)
+        b = [t.detach().clone().requires_grad_() for t in a]
+        got, want = fn(*a), direct(name, *b)
+        assert_close(got, want, rtol=1e-10, atol=1e-12, msg=name)
+        got.backward()
+        want.backward()
+        for x, y in zip(a, b, strict=True):
+            assert_close(x.grad, y.grad, rtol=1e-8, atol=1e-12, msg=name)
+
+
+def test_dpop_penalty_is_zero_when_chosen_stays_above_the_reference() -> None:
+    _, tl, rw, rl = (t.detach() for t in _random_logps(seed=2))
+    up = rw + torch.rand(16, dtype=torch.float64)  # π_θ(y_w) ≥ π_ref(y_w)
+    assert_close(
+        dpop_loss(up, tl, rw, rl, 0.3, 50.0), dpo_loss(up, tl, rw, rl, 0.3), rtol=0, atol=0
+    )
+    down = (rw - 0.1).requires_grad_()  # π_θ(y_w) < π_ref(y_w): the penalty acts
+    plain = down.detach().clone().requires_grad_()
+    penalised, unpenalised = (
+        dpop_loss(down, tl, rw, rl, 0.3, 50.0),
+        dpo_loss(plain, tl, rw, rl, 0.3),
+    )
+    assert penalised > unpenalised + 0.1
+    penalised.backward()
+    unpenalised.backward()
+    # Gradient descent raises log π_θ(y_w) much harder while the penalty is active.
+    assert (-down.grad > -plain.grad * 10).all()
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="loss must be one of"):
+        DPOConfig(loss="hinge")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="beta must be > 0, got 0"):
+        DPOConfig(beta=0)
+    with pytest.raises(ValueError, match=r"eps must be in \[0, 0.5\)"):
+        DPOConfig(eps=0.5)
+    with pytest.raises(ValueError, match="batch_size"):
+        DPOConfig(batch_size=0)
+
+
+# ---------------------------------------------------------------- log-probs on a real model
+
+
+def test_padding_does_not_change_the_logprobs(tiny_gpt2_dir: str) -> None:
+    lm = _lm(tiny_gpt2_dir)
+    alone = tokenize_pairs(lm, PAIRS[2:3])
+    with_longer = tokenize_pairs(lm, [PAIRS[2], PAIRS[0], PAIRS[4]])
+    assert with_longer.input_ids.shape[1] > alone.input_ids.shape[1]
+    extra = 7  # and a batch with extra right padding columns
+    padded = PreferenceBatch(
+        F.pad(alone.input_ids, (0, extra), value=lm.pad_token_id),
+        F.pad(alone.attention_mask, (0, extra)),
+        F.pad(alone.completion_mask, (0, extra)),
+    )
+    a = sequence_logps(lm, alone)  # (2,)
+    b = sequence_logps(lm, with_longer)[[0, 3]]  # pair 0's chosen and rejected rows
+    c = sequence_logps(lm, padded)
+    assert_close(b, a, rtol=0, atol=1e-5)
+    assert_close(c, a, rtol=0, atol=1e-5)
+    # Only completion tokens count: a longer prompt row with the same completion differs.
+    assert (a < 0).all()
+
+
+def test_first_loss_is_log2_and_metrics_are_neutral(tiny_gpt2_dir: str) -> None:
+    agent = DPO(_lm(tiny_gpt2_dir), data=PAIRS, eval_data=PAIRS[:3], config=_cfg())
+    ev = agent.evaluate()
+    assert_close(ev["loss"], math.log(2), rtol=0, atol=1e-6)
+    assert (ev["margin"], ev["accuracy"], ev["logratio_chosen"]) == (0, 0, 0)
+    history = agent.learn(1)
+    assert_close(history[0]["loss"], math.log(2), rtol=0, atol=1e-6)
+    assert agent.evaluate()["loss"] < math.log(2)  # one step on overlapping pairs already helps
+
+
+def test_dpo_loss_matches_trl(tiny_gpt2_dir: str, tmp_path: Path) -> None:
+    trl = pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list(
+        [
+            {"prompt": p.prompt, "chosen": " " + p.chosen, "rejected": " " + p.rejected}
+            for p in PAIRS
+        ]
+    )
+    for loss_type in ("sigmoid", "ipo"):
+        # Fresh models per trainer: DPOTrainer patches the model it is given (fused LM head).
+        policy, ref = _lm(tiny_gpt2_dir), _lm(tiny_gpt2_dir, seed=1)
+        args = trl.DPOConfig(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=len(PAIRS),
+            beta=0.3,
+            loss_type=[loss_type],
+            report_to=[],
+            use_cpu=True,
+            max_length=64,
+            disable_tqdm=True,
+        )
+        trainer = trl.DPOTrainer(
+            model=policy.model,
+            ref_model=ref.model,
+            args=args,
+            train_dataset=ds,
+            processing_class=policy.tokenizer,
+        )
+        batch = next(iter(trainer.get_train_dataloader()))
+        trl_loss = trainer.compute_loss(trainer.model, batch)
+        # The same token rows through textgym: concatenated forward, summed completion log-probs.
+        rows = PreferenceBatch(
+            batch["input_ids"], batch["attention_mask"], batch["completion_mask"].bool()
+        )
+        n = len(rows)
+        theta_w, theta_l = sequence_logps(policy, rows).chunk(2)
+        with torch.no_grad():
+            ref_w, ref_l = sequence_logps(ref, rows).chunk(2)
+        len_w, len_l = rows.completion_mask.sum(-1).float().chunk(2)
+        p = PairLogps(theta_w, theta_l, ref_w, ref_l, len_w, len_l)
+        ours = LOSSES[loss_type](p, DPOConfig(beta=0.3))
+        assert n == len(PAIRS)
+        assert abs(ours.item() - math.log(2)) > 1e-3  # π_θ ≠ π_ref: a non-trivial comparison
+        assert_close(ours, trl_loss, rtol=1e-5, atol=1e-6, msg=loss_type)
+        # Same gradients on the shared policy weights.
+        params = list(policy.model.parameters())
+        trl_grads = torch.autograd.grad(trl_loss, params)
+        our_grads = torch.autograd.grad(ours, params)
+        for g_trl, g_ours in zip(trl_grads, our_grads, strict=True):
+            assert_close(g_ours, g_trl, rtol=1e-4, atol=1e-6, msg=loss_type)
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tiny_gpt2_dir: str, tmp_path: Path) -> None:
+    cfg = _cfg(batch_size=4, warmup_steps=3, lr=1e-3, loss="dpop")  # 6 pairs, B=4: epochs straddle
+    straight = DPO(_lm(tiny_gpt2_dir), data=PAIRS, config=cfg)
+    straight.learn(7)
+    first = DPO(_lm(tiny_gpt2_dir), data=PAIRS, config=cfg)
+    first.learn(3)
+    first.save(tmp_path / "ckpt")
+    resumed = DPO.load(tmp_path / "ckpt", device="cpu")
+    assert resumed.step == 3
+    resumed.learn(4)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    for a, b in zip(
+        resumed.policy.model.parameters(), straight.policy.model.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_csv_log_and_periodic_eval(tiny_gpt2_dir: str, tmp_path: Path) -> None:
+    cfg = _cfg(log_dir=str(tmp_path / "log"), eval_every=2)
+    agent = DPO(_lm(tiny_gpt2_dir), data=PAIRS, eval_data=PAIRS[:2], config=cfg)
+    history = agent.learn(4)
+    rows = list(csv.DictReader((tmp_path / "log" / "progress.csv").open()))
+    assert [int(float(r["update"])) for r in rows] == [1, 2, 3, 4]
+    assert math.isnan(history[0]["eval_accuracy"])
+    assert not math.isnan(history[1]["eval_accuracy"])
+    assert float(rows[3]["loss"]) == pytest.approx(history[3]["loss"])
+
+
+def test_eval_every_needs_eval_data(tiny_gpt2_dir: str) -> None:
+    with pytest.raises(ValueError, match="eval_every=5 needs eval_data"):
+        DPO(_lm(tiny_gpt2_dir), data=PAIRS, config=_cfg(eval_every=5))
+
+
+def test_non_finite_loss_raises_with_the_terms(tiny_gpt2_dir: str) -> None:
+    agent = DPO(
+        _lm(tiny_gpt2_dir),
+        data=PAIRS,
+        config=_cfg(),
+        ref_logps=torch.full((2 * len(PAIRS),), float("nan")),
+    )
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite loss at update 0: sigmoid_loss=nan.*logp_ref_w=nan"
+    ):
+        agent.learn(1)
+
+
+# ---------------------------------------------------------------- iterative DPO (tiny model)
+
+PROMPTS = ["the movie was", "the plot is", "a dog", "this film", "the cat", "i loved", "the acting"]
+
+
+def _n_good(prompts: Sequence[str], completions: Sequence[str], refs: object = None) -> np.ndarray:
+    return np.array(
+        [sum(w in ("good", "great") for w in c.split()) for c in completions], dtype=np.float32
+    )
+
+
+def _iter_cfg(**kw: object) -> IterativeDPOConfig:
+    base = {
+        "rounds": 2,
+        "k": 4,
+        "updates_per_round": 3,
+        "max_new_tokens": 6,
+        "min_margin": -1.0,
+        "dpo": _cfg(lr=1e-2, batch_size=4),
+    }
+    return IterativeDPOConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_iterative_dpo_rounds_history_and_best_policy(tiny_gpt2_dir: str) -> None:
+    agent = IterativeDPO(_lm(tiny_gpt2_dir), PROMPTS, reward=_n_good, config=_iter_cfg())
+    rows = agent.learn()
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert all(r["pairs"] >= 1 for r in rows[1:])
+    assert agent.best_score == max(r["val_score"] for r in rows)
+    best = agent.best_policy()
+    assert best.model is not agent.policy.model
+    assert agent.best_score == pytest.approx(
+        IterativeDPO(best, PROMPTS, reward=_n_good, config=_iter_cfg()).validate()
+    )
+
+
+def test_iterative_dpo_with_a_pairwise_preference(tiny_gpt2_dir: str) -> None:
+    def prefer_good(prompts: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        ga, gb = _n_good(prompts, a), _n_good(prompts, b)
+        return np.where(ga > gb, 1.0, np.where(ga < gb, 0.0, 0.5))
+
+    agent = IterativeDPO(
+        _lm(tiny_gpt2_dir), PROMPTS, preference=prefer_good, config=_iter_cfg(rounds=1)
+    )
+    rows = agent.learn()
+    assert rows[0]["val_score"] == 0.5  # π_1 against itself
+    assert 0.0 <= rows[1]["val_score"] <= 1.0
+
+
+def test_iterative_dpo_resume_equals_uninterrupted(tiny_gpt2_dir: str, tmp_path: Path) -> None:
+    straight = IterativeDPO(
+        _lm(tiny_gpt2_dir), PROMPTS, reward=_n_good, config=_iter_cfg(prompts_per_round=5)
+    )
+    straight.learn()
+    first = IterativeDPO(
+        _lm(tiny_gpt2_dir), PROMPTS, reward=_n_good, config=_iter_cfg(prompts_per_round=5)
+    )
+    first.learn(1)
+    first.save(tmp_path / "it")
+    resumed = IterativeDPO.load(tmp_path / "it", reward=_n_good)
+    resumed.learn()
+    np.testing.assert_equal(resumed.history, straight.history)  # NaN == NaN here
+    for a, b in zip(
+        resumed.policy.model.parameters(), straight.policy.model.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_iterative_dpo_argument_errors(tiny_gpt2_dir: str) -> None:
+    lm = _lm(tiny_gpt2_dir)
+    with pytest.raises(ValueError, match="exactly one of reward= or preference="):
+        IterativeDPO(lm, PROMPTS, config=_iter_cfg())
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        IterativeDPOConfig(k=1)
+    with pytest.raises(ValueError, match="needs references"):
+        IterativeDPO(lm, PROMPTS, reward=_n_good, config=_iter_cfg(include_reference=True))
+
+
+# ---------------------------------------------------------------- learning on the embedded model
+
+
+def _gold_of_samples(lm: LanguageModel, prompts: Sequence[str], gold: Any, n_new: int) -> float:
+    """Mean gold reward of one sampled completion per prompt (fixed seed: common random numbers)."""
+    out = generate(
+        lm,
+        list(prompts),
+        max_new_tokens=n_new,
+        do_sample=True,
+        generator=torch.Generator().manual_seed(123),
+    )
+    return float(np.mean(gold(list(prompts), out.texts)))
+
+
+@pytest.mark.slow
+def test_dpo_and_dpop_learn_hidden_gold_preferences() -> None:
+    """Review prompts, 4 completions sampled from the embedded model, best/worst by VADER (hidden).
+
+    DPO and DPO-Positive train on the same pairs. Both raise held-out implicit-reward accuracy and
+    the gold reward of sampled completions; DPO lowers log π_θ(y_w) on its training pairs while
+    DPO-Positive keeps it above π_ref.
+    """
+    torch.manual_seed(0)
+    gold = make("sentiment")
+    train, val = load("reviews", "train"), load("reviews", "validation")
+    lm0 = LanguageModel.from_pretrained(textgym.DEFAULT_MODEL, device="cpu")
+    n_new = 16
+    tr = sample_pairs(
+        lm0,
+        train.prompts[:128],
+        k=4,
+        reward=gold,
+        min_margin=0.1,
+        max_new_tokens=n_new,
+        generator=torch.Generator().manual_seed(0),
+    )
+    va = sample_pairs(
+        lm0,
+        val.prompts[:64],
+        k=4,
+        reward=gold,
+        min_margin=0.1,
+        max_new_tokens=n_new,
+        generator=torch.Generator().manual_seed(1),
+    )
+    assert len(tr.pairs) >= 96
+    assert len(va.pairs) >= 48
+    eval_prompts = val.prompts[64:128]
+    gold_before = _gold_of_samples(lm0, eval_prompts, gold, n_new)
+    results = {}
+    for loss in ("sigmoid", "dpop"):
+        policy = LanguageModel(copy.deepcopy(lm0.model), lm0.tokenizer)
+        cfg = DPOConfig(loss=loss, lr=3e-4, batch_size=16, device="cpu", progress_bar=False)
+        agent = DPO(policy, data=tr.pairs, eval_data=va.pairs, config=cfg)
+        agent.learn(30)
+        results[loss] = (
+            agent.evaluate(),
+            agent.evaluate(tr.pairs),
+            _gold_of_samples(policy, eval_prompts, gold, n_new),
+        )
+    for loss, (held_out, _, gold_after) in results.items():
+        assert held_out["accuracy"] >= 0.7, (loss, held_out)  # 0 before training (all r̂ = 0)
+        assert held_out["margin"] > 0.1, (loss, held_out)
+        assert gold_after > gold_before + 0.1, (loss, gold_before, gold_after)
+    # DPO pushes y_l down harder than y_w rises: log π_θ(y_w) falls below π_ref on training pairs.
+    assert results["sigmoid"][1]["logratio_chosen"] < -1.0, results["sigmoid"][1]
+    assert results["dpop"][1]["logratio_chosen"] >= 0.0, results["dpop"][1]
+
+
+@pytest.mark.slow
+def test_iterative_dpo_raises_gold_reward_round_over_round() -> None:
+    torch.manual_seed(0)
+    train, val = load("reviews", "train"), load("reviews", "validation")
+    lm = LanguageModel.from_pretrained(textgym.DEFAULT_MODEL, device="cpu")
+    cfg = IterativeDPOConfig(
+        rounds=3,
+        k=4,
+        updates_per_round=10,
+        prompts_per_round=64,
+        max_new_tokens=16,
+        min_margin=0.05,
+        dpo=DPOConfig(lr=1.5e-4, batch_size=16, device="cpu", progress_bar=False),
+    )
+    agent = IterativeDPO(
+        lm, train.prompts, reward=make("sentiment"), val_prompts=val.prompts[:64], config=cfg
+    )
+    rows = agent.learn()
+    scores = [r["val_score"] for r in rows]
+    assert all(b > a for a, b in itertools.pairwise(scores)), scores
+    assert scores[-1] > scores[0] + 0.2, scores
+    assert agent.best_score == scores[-1]

@@ -1,0 +1,491 @@
+"""Preference data for DPO-style agents: (x, y_w, y_l) triples as text and as one padded batch.
+
+Three ways in, one way out:
+
+- ``load_jsonl(path)``: one JSON object a line with ``prompt``, ``chosen`` and ``rejected`` strings;
+- ``from_records(rows)``: any iterable of mappings, e.g. a ``datasets.Dataset`` (iterating it yields
+  dicts, so ``datasets`` is never imported here);
+- ``sample_pairs(lm, prompts, k=..., reward=... | preference=...)``: on-policy pairs, K completions
+  sampled per prompt from the model, ranked by a reward r(x, y) or by a pairwise preference
+  P(y ≻ y' | x); the best and the worst form a pair, kept when their margin is large
+  (Rosset et al. 2024, DNO-Prct, arXiv:2404.03715, Alg. 2).
+
+``tokenize_pairs(lm, pairs)`` turns N pairs into one ``PreferenceBatch`` of 2N rows, chosen rows
+first: row i is x_i ⊕ y_w,i and row N + i is x_i ⊕ y_l,i, right-padded, with a mask of the
+completion tokens, so chosen and rejected go through the model in one forward pass and their
+log-probs are summed over completion tokens only.
+
+Tokenization: the prompt goes through ``lm.encode`` (the same ids generation starts from), the
+completion through the tokenizer without special tokens, then EOS is appended (``add_eos=True``)
+so the model also learns where a preferred answer stops, as TRL does for plain-text data. Pairs
+made by ``sample_pairs`` keep the exact sampled token ids (EOS included when one was sampled),
+so re-tokenizing decoded text never changes what is scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from textgym.lm import LanguageModel
+
+RewardFn = Callable[..., np.ndarray]
+"""r(x, y): ``(prompts, completions, references) -> (B,)`` scores, the textgym reward protocol."""
+PreferenceFn = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
+"""P(y ≻ y' | x): ``(prompts, completions_a, completions_b) -> (B,)`` probabilities in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference triple: for prompt x, completion y_w is preferred to y_l.
+
+    ``chosen_ids`` / ``rejected_ids`` hold the exact completion token ids when known (sampled
+    pairs); then they, not the text, are scored. ``margin`` is the score gap that selected the pair.
+    """
+
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_ids: tuple[int, ...] | None = None
+    rejected_ids: tuple[int, ...] | None = None
+    margin: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "chosen", "rejected"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TypeError(
+                    f"PreferencePair.{name} must be a str, "
+                    f"got {type(value).__name__}: {value!r:.80}"
+                    + (
+                        " (conversational data: apply the chat template first)"
+                        if name != "prompt"
+                        else ""
+                    )
+                )
+        for name in ("chosen", "rejected"):
+            ids = getattr(self, f"{name}_ids")
+            if ids is not None and len(ids) == 0:
+                raise ValueError(f"PreferencePair.{name}_ids is empty (prompt {self.prompt!r:.80})")
+            if ids is None and getattr(self, name) == "":
+                raise ValueError(
+                    f"PreferencePair.{name} is an empty completion (prompt {self.prompt!r:.80}); "
+                    "an empty y has no tokens to score, drop the pair or give its token ids"
+                )
+
+
+@dataclass
+class PreferenceBatch:
+    """N pairs as 2N token rows: ``[x_i ⊕ y_w,i for i < N] + [x_i ⊕ y_l,i for i < N]``.
+
+    Rows are right-padded (valid prefix first) to the longest row of the batch.
+    """
+
+    input_ids: Tensor  # (2N, L) int64, chosen rows then rejected rows
+    attention_mask: Tensor  # (2N, L) int64, 1 on prompt and completion tokens
+    completion_mask: Tensor  # (2N, L) bool, True on completion tokens only
+
+    def __post_init__(self) -> None:
+        shapes = {t.shape for t in (self.input_ids, self.attention_mask, self.completion_mask)}
+        if len(shapes) != 1 or self.input_ids.dim() != 2 or self.input_ids.shape[0] % 2:
+            raise ValueError(
+                "PreferenceBatch needs three (2N, L) tensors, got "
+                f"{[tuple(t.shape) for t in self.state_dict().values()]}"
+            )
+
+    def __len__(self) -> int:
+        """N, the number of pairs (half the rows)."""
+        return self.input_ids.shape[0] // 2
+
+    def select(self, index: Tensor) -> PreferenceBatch:
+        """The pairs ``index`` (B,), trimmed to their longest row.
+
+        Args:
+            index: (B,) int64 pair indices in [0, N).
+
+        Returns:
+            A batch of 2B rows, chosen first.
+        """
+        n = len(self)
+        rows = torch.cat([index, index + n])  # (2B,)
+        mask = self.attention_mask[rows]  # (2B, L)
+        # Right padding: the longest row ends at the last column any row uses.
+        length = int(mask.sum(1).max())
+        return PreferenceBatch(
+            self.input_ids[rows, :length], mask[:, :length], self.completion_mask[rows, :length]
+        )
+
+    def to(self, device: torch.device | str) -> PreferenceBatch:
+        """The same batch on ``device``."""
+        return PreferenceBatch(
+            self.input_ids.to(device),
+            self.attention_mask.to(device),
+            self.completion_mask.to(device),
+        )
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors to save with a checkpoint."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "completion_mask": self.completion_mask,
+        }
+
+
+def _pair_from_mapping(
+    row: Mapping[str, Any], where: str, keys: tuple[str, str, str]
+) -> PreferencePair:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise KeyError(
+            f"{where}: missing field(s) {missing}; a preference record needs {list(keys)}, "
+            f"got fields {sorted(row)}"
+        )
+    try:
+        return PreferencePair(prompt=row[keys[0]], chosen=row[keys[1]], rejected=row[keys[2]])
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{where}: {err}") from err
+
+
+def from_records(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    prompt_key: str = "prompt",
+    chosen_key: str = "chosen",
+    rejected_key: str = "rejected",
+) -> list[PreferencePair]:
+    """Pairs from any iterable of mappings, e.g. a ``datasets.Dataset`` or a list of dicts.
+
+    Args:
+        rows: records holding a prompt, a chosen and a rejected string.
+        prompt_key: field holding x.
+        chosen_key: field holding y_w.
+        rejected_key: field holding y_l.
+
+    Returns:
+        The pairs, in order. Raises on a missing field or an empty completion, naming the record.
+    """
+    keys = (prompt_key, chosen_key, rejected_key)
+    columns = getattr(rows, "column_names", None)  # a datasets.Dataset: fail before iterating
+    if columns is not None and not set(keys) <= set(columns):
+        raise KeyError(
+            f"dataset has columns {list(columns)}, a preference dataset needs {list(keys)}"
+        )
+    pairs = [_pair_from_mapping(row, f"record {i}", keys) for i, row in enumerate(rows)]
+    if not pairs:
+        raise ValueError("no preference records")
+    return pairs
+
+
+def load_jsonl(
+    path: str | Path,
+    *,
+    prompt_key: str = "prompt",
+    chosen_key: str = "chosen",
+    rejected_key: str = "rejected",
+) -> list[PreferencePair]:
+    """Pairs from a JSON-lines file, one ``{"prompt", "chosen", "rejected"}`` object a line.
+
+    Args:
+        path: the file; blank lines are skipped.
+        prompt_key: field holding x.
+        chosen_key: field holding y_w.
+        rejected_key: field holding y_l.
+
+    Returns:
+        The pairs, in file order. Errors name the file and line.
+    """
+    keys = (prompt_key, chosen_key, rejected_key)
+    pairs: list[PreferencePair] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise TypeError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            pairs.append(_pair_from_mapping(row, where, keys))
+    if not pairs:
+        raise ValueError(f"{path}: no preference records")
+    return pairs
+
+
+def _completion_ids(lm: LanguageModel, texts: Sequence[str], add_eos: bool) -> list[list[int]]:
+    encoded = lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    eos = lm.eos_token_id
+    if not add_eos:
+        return [list(ids) for ids in encoded]
+    if eos is None:
+        raise ValueError("add_eos=True but the tokenizer has no eos token; pass add_eos=False")
+    return [list(ids) if ids and ids[-1] == eos else [*ids, eos] for ids in encoded]
+
+
+def tokenize_pairs(
+    lm: LanguageModel,
+    pairs: Sequence[PreferencePair],
+    *,
+    max_length: int | None = None,
+    add_eos: bool = True,
+) -> PreferenceBatch:
+    """Tokenize N pairs into one right-padded ``PreferenceBatch`` of 2N rows (chosen first).
+
+    Args:
+        lm: supplies the tokenizer (prompts through ``lm.encode``), EOS, pad id and context length.
+        pairs: the N pairs; pairs with token ids use them instead of their text.
+        max_length: most tokens per row (prompt + completion); defaults to the model's context.
+            A prompt that leaves no room for a completion raises; a completion that overflows is
+            cut at the end (with a warning giving the count).
+        add_eos: append EOS to text completions that do not end with it.
+
+    Returns:
+        The batch, on the CPU.
+    """
+    if not pairs:
+        raise ValueError("tokenize_pairs: no pairs")
+    ctx = lm.max_length
+    if max_length is not None and (max_length < 2 or (ctx is not None and max_length > ctx)):
+        raise ValueError(f"max_length must be in [2, {ctx}] (the context window), got {max_length}")
+    limit = max_length if max_length is not None else ctx
+    try:
+        # A prompt must leave room for at least one completion token.
+        prompt_ids, prompt_mask = lm.encode(
+            [p.prompt for p in pairs], max_length=None if limit is None else limit - 1
+        )  # (N, P) left-padded
+    except ValueError as err:
+        raise ValueError(f"tokenize_pairs: {err} (text i is pair i's prompt)") from err
+    prompts = [
+        ids[m.bool()].tolist() for ids, m in zip(prompt_ids.cpu(), prompt_mask.cpu(), strict=True)
+    ]
+    completions: list[list[int]] = []
+    for side in ("chosen", "rejected"):
+        need = [i for i, p in enumerate(pairs) if getattr(p, f"{side}_ids") is None]
+        texts = (
+            _completion_ids(lm, [getattr(pairs[i], side) for i in need], add_eos) if need else []
+        )
+        by_index = dict(zip(need, texts, strict=True))
+        completions += [list(getattr(p, f"{side}_ids") or by_index[i]) for i, p in enumerate(pairs)]
+    empty = next((r for r, comp in enumerate(completions) if not comp), None)
+    if empty is not None:
+        i, side = empty % len(pairs), ("chosen", "rejected")[empty // len(pairs)]
+        raise ValueError(
+            f"pair {i}: the {side} completion {getattr(pairs[i], side)!r:.80} encodes to no tokens "
+            "(add_eos=False); there is nothing to score"
+        )
+    rows: list[tuple[list[int], list[int]]] = []
+    cut = 0
+    for r, comp in enumerate(completions):
+        i = r % len(pairs)
+        prompt = prompts[i]
+        if limit is not None and len(prompt) + len(comp) > limit:
+            comp = comp[: limit - len(prompt)]
+            cut += 1
+        rows.append((prompt, comp))
+    if cut:
+        warnings.warn(
+            f"{cut} of {len(rows)} completions were cut to fit {limit} tokens with their prompt",
+            stacklevel=2,
+        )
+    width = max(len(p) + len(c) for p, c in rows)
+    input_ids = torch.full((len(rows), width), lm.pad_token_id, dtype=torch.long)  # (2N, L)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (2N, L)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (2N, L)
+    for r, (prompt, comp) in enumerate(rows):
+        n_p, n = len(prompt), len(prompt) + len(comp)
+        input_ids[r, :n] = torch.tensor(prompt + comp, dtype=torch.long)
+        attention_mask[r, :n] = 1
+        completion_mask[r, n_p:n] = True
+    return PreferenceBatch(input_ids, attention_mask, completion_mask)
+
+
+def sequence_logps(lm: LanguageModel, batch: PreferenceBatch) -> Tensor:  # (2B,)
+    """log π(y|x) of every row, summed over its completion tokens (prompt and padding excluded).
+
+    Chosen and rejected rows go through the model in one forward pass.
+
+    Args:
+        lm: the model π.
+        batch: 2B rows on ``lm.device``.
+
+    Returns:
+        (2B,) float32, differentiable when gradients are on.
+    """
+    logp = lm.logprobs(batch.input_ids, batch.attention_mask)  # (2B, L)
+    return torch.where(batch.completion_mask, logp, torch.zeros_like(logp)).sum(-1)  # (2B,)
+
+
+@torch.no_grad()
+def cached_logps(lm: LanguageModel, data: PreferenceBatch, batch_size: int = 32) -> Tensor:
+    """``sequence_logps`` of all 2N rows of ``data`` (chosen first), in chunks, without gradients.
+
+    Args:
+        lm: the model, e.g. π_ref.
+        data: N pairs (on any device).
+        batch_size: pairs per forward.
+
+    Returns:
+        (2N,) float32 on the CPU, in ``data``'s row order.
+    """
+    chunks = [
+        sequence_logps(
+            lm, data.select(torch.arange(i, min(i + batch_size, len(data)))).to(lm.device)
+        )
+        for i in range(0, len(data), batch_size)
+    ]  # each (2b,): the chosen then the rejected rows of its slice
+    halves = [c.chunk(2) for c in chunks]
+    return torch.cat([h[0] for h in halves] + [h[1] for h in halves]).cpu()  # (2N,)
+
+
+@dataclass
+class SampledPreferences:
+    """What ``sample_pairs`` made: the kept pairs and the scores of every candidate."""
+
+    pairs: list[PreferencePair]
+    scores: np.ndarray  # (N, K') float32: reward, or mean win rate, of each candidate
+    texts: list[list[str]] = field(repr=False)  # N lists of K' candidate completions
+    n_sampled: int = 0  # K, candidates sampled from the model (the gold reference, if any, is last)
+
+    @property
+    def sample_scores(self) -> np.ndarray:  # (N, K)
+        """Scores of the model's own samples (the gold reference excluded)."""
+        return self.scores[:, : self.n_sampled]
+
+
+def _win_rates(
+    preference: PreferenceFn, prompts: Sequence[str], texts: list[list[str]]
+) -> np.ndarray:  # (N, K)
+    """Mean P(y_j ≻ y_j' | x) of each candidate against the others, all pairs in one call."""
+    n, k = len(texts), len(texts[0])
+    ii, aa, bb = zip(
+        *[(i, a, b) for i in range(n) for a in range(k) for b in range(a + 1, k)], strict=True
+    )
+    p = np.asarray(
+        preference(
+            [prompts[i] for i in ii],
+            [texts[i][a] for i, a in zip(ii, aa, strict=True)],
+            [texts[i][b] for i, b in zip(ii, bb, strict=True)],
+        ),
+        dtype=np.float64,
+    )
+    if p.shape != (len(ii),) or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(
+            f"preference must return {len(ii)} probabilities in [0, 1], got shape {p.shape}, "
+            f"range [{np.nanmin(p):.3g}, {np.nanmax(p):.3g}]"
+        )
+    wins = np.zeros((n, k))
+    # P(b ≻ a) = 1 - P(a ≻ b): one call per unordered pair.
+    np.add.at(wins, (np.array(ii), np.array(aa)), p)
+    np.add.at(wins, (np.array(ii), np.array(bb)), 1.0 - p)
+    return (wins / (k - 1)).astype(np.float32)
+
+
+def sample_pairs(
+    lm: LanguageModel,
+    prompts: Sequence[str],
+    *,
+    k: int = 4,
+    reward: RewardFn | None = None,
+    preference: PreferenceFn | None = None,
+    references: Sequence[Sequence[str]] | None = None,
+    include_reference: bool = False,
+    min_margin: float = 0.0,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> SampledPreferences:
+    """Sample K completions per prompt, rank them, keep (best, worst) pairs with a large margin.
+
+    Exactly one of ``reward`` (r(x, y), higher is better) or ``preference`` (P(y ≻ y' | x); each
+    candidate is scored by its mean win rate against the other candidates) ranks the candidates.
+
+    Args:
+        lm: the policy π_t to sample from.
+        prompts: N prompts x.
+        k: K, completions sampled per prompt (≥ 2, or ≥ 1 with ``include_reference``).
+        reward: batched reward ``(prompts, completions, references) -> (B,)``.
+        preference: batched ``(prompts, a, b) -> (B,)`` probability that a is preferred to b.
+        references: one sequence of gold completions per prompt, passed to the reward.
+        include_reference: add the first gold completion as a candidate (DNO-Prct).
+        min_margin: keep a pair only when score(y_w) - score(y_l) > min_margin.
+        max_new_tokens: longest sampled completion.
+        temperature: sampling temperature.
+        top_p: nucleus sampling mass.
+        batch_size: prompts sampled per ``generate`` call (each repeated K times).
+        generator: torch RNG for sampling, for reproducible pairs.
+
+    Returns:
+        ``SampledPreferences`` with the kept pairs (their token ids and margins) and all scores.
+    """
+    from textgym.decoding import generate  # decoding imports lm; keep this module light
+
+    if (reward is None) == (preference is None):
+        raise ValueError("sample_pairs needs exactly one of reward= or preference=")
+    if include_reference and references is None:
+        raise ValueError("include_reference=True needs references")
+    if k < (1 if include_reference else 2):
+        raise ValueError(f"k must be >= 2 (>= 1 with include_reference), got {k}")
+    if references is not None and len(references) != len(prompts):
+        raise ValueError(f"{len(references)} reference sets for {len(prompts)} prompts")
+    if not 0 < top_p <= 1 or not temperature > 0:
+        raise ValueError(f"need 0 < top_p <= 1 and temperature > 0, got {top_p}, {temperature}")
+    if not math.isfinite(min_margin):
+        raise ValueError(f"min_margin must be finite, got {min_margin}")
+    texts: list[list[str]] = []
+    ids: list[list[tuple[int, ...]]] = []
+    step = max(1, batch_size)
+    for start in range(0, len(prompts), step):
+        chunk = [p for p in prompts[start : start + step] for _ in range(k)]
+        out = generate(
+            lm,
+            chunk,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p if top_p < 1 else None,
+            generator=generator,
+        )
+        comp = out.completion_ids.cpu()  # (B, T)
+        mask = out.completion_mask.cpu().bool()  # (B, T)
+        for i in range(0, len(chunk), k):
+            texts.append(list(out.texts[i : i + k]))
+            ids.append([tuple(comp[j][mask[j]].tolist()) for j in range(i, i + k)])
+    if include_reference:
+        assert references is not None
+        gold = [refs[0] if not isinstance(refs, str) else refs for refs in references]
+        gold_ids = _completion_ids(lm, gold, add_eos=True)
+        for i in range(len(prompts)):
+            texts[i].append(gold[i])
+            ids[i].append(tuple(gold_ids[i]))
+    n_cand = len(texts[0])
+    if reward is not None:
+        flat_p = [p for p in prompts for _ in range(n_cand)]
+        flat_r = None if references is None else [r for r in references for _ in range(n_cand)]
+        flat_y = [y for row in texts for y in row]
+        scores = np.asarray(reward(flat_p, flat_y, flat_r), dtype=np.float32).reshape(-1, n_cand)
+    else:
+        assert preference is not None
+        scores = _win_rates(preference, prompts, texts)
+    pairs: list[PreferencePair] = []
+    for i, prompt in enumerate(prompts):
+        w, lo = int(np.argmax(scores[i])), int(np.argmin(scores[i]))
+        margin = float(scores[i, w] - scores[i, lo])
+        if margin > min_margin and ids[i][w] != ids[i][lo]:
+            pairs.append(
+                PreferencePair(prompt, texts[i][w], texts[i][lo], ids[i][w], ids[i][lo], margin)
+            )
+    return SampledPreferences(pairs, scores, texts, n_sampled=k)
