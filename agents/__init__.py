@@ -1,1 +1,9 @@
 """textgym.agents: RL, preference and imitation agents over textgym environments."""
+
+from textgym.agents.bc import BC, BCConfig, Demonstrations
+from textgym.agents.dagger import DAgger, DAggerConfig, LMExpert
+from textgym.agents.dpo import DPO, DPOConfig
+from textgym.agents.gail import GAIL, GAILConfig
+from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
+from textgym.agents.ppo import PPO, PPOConfig
+from textgym.agents.reinforce import REINFORCE, REINFORCEConfig

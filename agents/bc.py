@@ -1,0 +1,363 @@
+"""Behaviour cloning: supervised next-token learning on an expert's states (Pomerleau 1989; the
+reduction analysed by Ross & Bagnell 2010 and Ross, Gordon & Bagnell 2011, arXiv:1011.0686, §2).
+
+π̂ = argmin_{π ∈ Π} 𝔼_{s ~ d_{π*}} [l(s, π)],   l(s, π) = -log π(a*|s)   (cross-entropy, a* = π*(s))
+
+estimated on a data set D = {(s, a*)} of states visited by the expert π* and its actions. For a
+text, s_t = x ⊕ y_<t and a*_t = y_t: the loss is the token cross-entropy of the completion given
+the prompt (teacher forcing), averaged over the labelled tokens (EOS included), never the prompt.
+Errors compound: a learner with per-step error ε on d_{π*} can be off by O(T²ε) over T steps,
+because after one mistake it sees prefixes it never trained on (the "drift" DAgger fixes).
+
+Symbols -> code: π̂ (= π_θ) -> policy | D -> :class:`Demonstrations` (one row per trajectory) |
+s_t -> prompt_ids ⊕ completion_ids[:, :t] | a*_t -> labels[:, t] | l -> :func:`bc_loss`.
+
+Engineering choices: a row holds a trajectory, so its T labelled states cost one forward pass; the
+tokens the states are made of (``completion_ids``) may differ from the labels, which is how DAgger
+reuses this learner for learner-visited states. Early stopping on a validation loss (patience, the
+best weights restored). The policy stays in eval mode (no dropout), as in the other agents.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from textgym.agents._common import check_finite
+from torch import Tensor
+
+from textgym.lm import LanguageModel
+from textgym.tasks import Task
+from textgym.training import CSVLogger, load_state, progress, save_state
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """Hyperparameters of behaviour cloning (defaults work on ``textgym.DEFAULT_MODEL``)."""
+
+    lr: float = 1e-3
+    """AdamW step size (a 1M-parameter model takes large steps)."""
+    batch_size: int = 32
+    """Trajectories (rows of D) per gradient step."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global L2 norm (0 disables)."""
+    eval_every: int = 25
+    """Steps between validation losses (and history rows)."""
+    patience: int | None = 4
+    """Early stopping: stop after this many evaluations without improvement; None never stops."""
+    restore_best: bool = True
+    """Keep the weights of the best validation loss; load them at an early stop."""
+    val_fraction: float = 0.1
+    """Share of the data held out for validation when no ``val_data`` is given (0: none)."""
+    seed: int = 0
+    """Seeds the validation split and the data order."""
+
+    def __post_init__(self) -> None:
+        for name in ("lr", "batch_size", "eval_every"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"BCConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError(
+                "BCConfig.weight_decay and max_grad_norm must be >= 0, got "
+                f"{self.weight_decay}, {self.max_grad_norm}"
+            )
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"BCConfig.patience must be >= 1 or None, got {self.patience}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"BCConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+def bc_loss(
+    logits: Tensor,  # (B, T, V) logits of π_θ(·|s_t) at the labelled states
+    labels: Tensor,  # (B, T) a*_t
+    mask: Tensor,  # (B, T) 1 = a labelled state (completion tokens only)
+) -> Tensor:  # ()
+    """l averaged over labelled states: -Σ mask·log π_θ(a*_t|s_t) / Σ mask."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V) float32: stable at any dtype
+    nll = -logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)  # (B, T)
+    m = mask.to(nll.dtype)
+    return (nll * m).sum() / m.sum().clamp(min=1)
+
+
+@dataclass
+class Demonstrations:
+    """Labelled states D, one row per trajectory: s_t = prompt ⊕ completion_ids[:t], label a*_t.
+
+    For expert demonstrations ``labels == completion_ids``; for DAgger the completion holds the
+    tokens the (mixed) learner really wrote and the labels the expert's answer at each state.
+    """
+
+    prompt_ids: Tensor  # (N, P) int64, left-padded
+    prompt_mask: Tensor  # (N, P) int64, 1 = prompt token
+    completion_ids: Tensor  # (N, T) int64, right-padded: the tokens the states are built from
+    labels: Tensor  # (N, T) int64, a*_t, the expert's action at s_t
+    mask: Tensor  # (N, T) float32, 1 = a labelled state; each row's states are a prefix
+
+    @property
+    def n_labels(self) -> int:
+        """|D|: the number of labelled states (expert labels spent)."""
+        return int(self.mask.sum())
+
+    def __len__(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+    def __getitem__(self, rows: Tensor | slice) -> Demonstrations:
+        return Demonstrations(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+
+    def to(self, device: torch.device | str) -> Demonstrations:
+        return Demonstrations(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+    @classmethod
+    def from_pairs(cls, lm: LanguageModel, pairs: Sequence[tuple[str, str]]) -> Demonstrations:
+        """Tokenise (prompt, completion) texts; each completion ends with EOS (a labelled action).
+
+        Prompts are tokenised as the env does (the tokenizer's special tokens), completions on
+        their own without special tokens, as ``ReferenceExpert`` does.
+        """
+        if not pairs:
+            raise ValueError("no demonstrations: pass at least one (prompt, completion) pair")
+        if lm.eos_token_id is None:
+            raise ValueError("behaviour cloning needs an EOS id to teach the learner to stop")
+        prompt_ids, prompt_mask = lm.encode([p for p, _ in pairs])  # (N, P)
+        tok = lm.tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+        rows = [[*ids, lm.eos_token_id] for ids in tok]
+        T = max(len(r) for r in rows)
+        ids = torch.full((len(rows), T), lm.pad_token_id, dtype=torch.long)  # (N, T)
+        mask = torch.zeros(len(rows), T)  # (N, T)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1.0
+        device = prompt_ids.device
+        return cls(prompt_ids, prompt_mask, ids.to(device), ids.clone().to(device), mask.to(device))
+
+    @staticmethod
+    def cat(parts: Sequence[Demonstrations], pad_id: int) -> Demonstrations:
+        """The union of data sets: rows stacked, prompts re-padded left, completions right."""
+        P = max(d.prompt_ids.shape[1] for d in parts)
+        T = max(d.labels.shape[1] for d in parts)
+
+        def pad(x: Tensor, width: int, value: float, left: bool) -> Tensor:
+            extra = width - x.shape[1]
+            return torch.nn.functional.pad(x, (extra, 0) if left else (0, extra), value=value)
+
+        return Demonstrations(
+            torch.cat([pad(d.prompt_ids, P, pad_id, True) for d in parts]),
+            torch.cat([pad(d.prompt_mask, P, 0, True) for d in parts]),
+            torch.cat([pad(d.completion_ids, T, pad_id, False) for d in parts]),
+            torch.cat([pad(d.labels, T, pad_id, False) for d in parts]),
+            torch.cat([pad(d.mask, T, 0.0, False) for d in parts]),
+        )
+
+    def within_budget(self, budget: int) -> Demonstrations:
+        """The first ``budget`` labelled states in row order (a last row may keep only a prefix)."""
+        before = self.mask.sum(-1).cumsum(0) - self.mask.sum(-1)  # (N,) labels in earlier rows
+        keep = (budget - before).clamp(min=0)  # (N,) states each row may keep
+        t = torch.arange(self.mask.shape[1], device=self.mask.device)
+        mask = self.mask * (t[None, :] < keep[:, None])  # (N, T)
+        rows = mask.sum(-1) > 0
+        return dataclasses.replace(self, mask=mask)[rows]
+
+
+def as_demonstrations(
+    lm: LanguageModel, data: Task | Sequence[tuple[str, str]] | Demonstrations
+) -> Demonstrations:
+    """A task's expert demonstrations, a list of (prompt, completion) texts, or D as it is."""
+    if isinstance(data, Demonstrations):
+        return data.to(lm.device)
+    pairs = data.demonstrations() if isinstance(data, Task) else list(data)
+    return Demonstrations.from_pairs(lm, pairs)
+
+
+def state_logits(policy: LanguageModel, d: Demonstrations) -> Tensor:  # (B, T, V)
+    """π_θ's logits at every state s_t of every row, in one forward pass (with gradients)."""
+    ids = torch.cat([d.prompt_ids, d.completion_ids], dim=1)  # (B, L)
+    attention = torch.cat([d.prompt_mask, (d.mask > 0).long()], dim=1)  # (B, L)
+    P, T = d.prompt_ids.shape[1], d.completion_ids.shape[1]
+    return policy.forward(ids, attention)[:, P - 1 : P - 1 + T]  # position P-1+t predicts a_t
+
+
+class BC:
+    """Behaviour cloning of a policy LM on demonstrations.
+
+    Args:
+        policy: π_θ, trained in place.
+        data: a ``Task`` (its expert's ``demonstrations()``), (prompt, completion) texts, or
+            :class:`Demonstrations`.
+        config: :class:`BCConfig`.
+        val_data: held-out demonstrations; None splits ``config.val_fraction`` off ``data``.
+        log_dir, tensorboard: one CSV row (and TensorBoard scalars) per evaluation.
+        progress_bar: show a tqdm bar in ``learn``.
+    """
+
+    def __init__(
+        self,
+        policy: LanguageModel,
+        data: Task | Sequence[tuple[str, str]] | Demonstrations,
+        config: BCConfig = BCConfig(),
+        *,
+        val_data: Task | Sequence[tuple[str, str]] | Demonstrations | None = None,
+        log_dir: str | Path | None = None,
+        tensorboard: bool = False,
+        progress_bar: bool = True,
+    ) -> None:
+        self.policy, self.config, self.device = policy, config, policy.device
+        policy.model.eval()
+        self.optimizer = torch.optim.AdamW(
+            [p for p in policy.model.parameters() if p.requires_grad],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)  # data order, on CPU
+        train = as_demonstrations(policy, data)
+        val = None if val_data is None else as_demonstrations(policy, val_data)
+        if val is None and config.val_fraction > 0:
+            order = torch.randperm(len(train), generator=self.generator).to(self.device)
+            n_val = max(1, round(config.val_fraction * len(train)))
+            if n_val >= len(train):
+                raise ValueError(
+                    f"{len(train)} demonstrations are too few to hold out a validation set"
+                )
+            train, val = train[order[n_val:]], train[order[:n_val]]
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.logger = CSVLogger(log_dir, tensorboard) if log_dir is not None else None
+        self.progress_bar = progress_bar
+        self.set_data(train, val)
+
+    def set_data(self, train: Demonstrations, val: Demonstrations | None = None) -> None:
+        """Train on new data from now on (DAgger's aggregated D); restarts early stopping."""
+        if train.n_labels == 0:
+            raise ValueError("the training data has no labelled states")
+        self.train_data, self.val_data = train.to(self.device), val
+        self.epoch, self.cursor = 0, 0
+        self.order = self._permutation()
+        self.best: float = float("inf")
+        self.bad_evals = 0
+        self.best_weights: dict[str, Tensor] | None = None
+        self.stopped = False
+
+    def _permutation(self) -> Tensor:
+        return torch.randperm(len(self.train_data), generator=self.generator).to(self.device)
+
+    def _next_rows(self) -> Tensor:
+        """The next minibatch of rows; a new permutation every epoch."""
+        if self.cursor >= len(self.order):
+            self.epoch, self.cursor, self.order = self.epoch + 1, 0, self._permutation()
+        rows = self.order[self.cursor : self.cursor + self.config.batch_size]
+        self.cursor += len(rows)
+        return rows
+
+    @torch.no_grad()
+    def loss(self, data: Demonstrations, batch_size: int = 256) -> float:
+        """l on ``data``, averaged over its labelled states."""
+        total, count = 0.0, 0.0
+        for start in range(0, len(data), batch_size):
+            d = data[start : start + batch_size]
+            n = float(d.mask.sum())
+            total += float(bc_loss(state_logits(self.policy, d), d.labels, d.mask)) * n
+            count += n
+        return total / max(count, 1.0)
+
+    def _evaluate(self, train_loss: float, start: float) -> dict[str, float]:
+        val = float("nan") if self.val_data is None else self.loss(self.val_data)
+        if self.val_data is not None:
+            if val < self.best:
+                self.best, self.bad_evals = val, 0
+                if self.config.restore_best:
+                    self.best_weights = copy.deepcopy(self.policy.model.state_dict())
+            else:
+                self.bad_evals += 1
+                patience = self.config.patience
+                self.stopped = patience is not None and self.bad_evals >= patience
+        row = {
+            "step": float(self.step),
+            "epoch": float(self.epoch),
+            "train_loss": train_loss,
+            "val_loss": val,
+            "best_val_loss": self.best,
+            "time": time.perf_counter() - start,
+        }
+        self.history.append(row)
+        if self.logger is not None:
+            self.logger.log(row)
+        return row
+
+    def learn(self, n_steps: int) -> list[dict[str, float]]:
+        """Run up to ``n_steps`` gradient steps (fewer after an early stop); one row per evaluation.
+
+        The validation loss is measured before the first step (so the best weights are never worse
+        than the starting ones) and every ``eval_every`` steps. At an early stop the best weights
+        are loaded; otherwise the current ones stay (so that ``learn(a)`` then ``learn(b)`` equals
+        ``learn(a + b)``): call :meth:`restore_best` when done.
+        """
+        cfg, rows, start = self.config, [], time.perf_counter()
+        if self.val_data is not None and self.best == float("inf"):
+            rows.append(self._evaluate(float("nan"), start))
+        losses: list[float] = []
+        for _ in progress(range(n_steps), "BC", disable=not self.progress_bar or self.stopped):
+            if self.stopped:
+                break
+            d = self.train_data[self._next_rows()]
+            loss = bc_loss(state_logits(self.policy, d), d.labels, d.mask)
+            check_finite(self.step, {"loss": loss.detach()})
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.step += 1
+            losses.append(float(loss.detach()))
+            if self.step % cfg.eval_every == 0:
+                rows.append(self._evaluate(sum(losses) / len(losses), start))
+                losses = []
+            if self.stopped:
+                self.restore_best()
+        return rows
+
+    def restore_best(self) -> None:
+        """Load the weights of the best validation loss (no-op without them)."""
+        if self.best_weights is not None:
+            self.policy.model.load_state_dict(self.best_weights)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the policy (HF dir), optimizer, data order, early-stopping state, data and step."""
+        path = Path(directory)
+        self.policy.save_pretrained(path / "policy")
+        fields = ("step", "epoch", "cursor", "order", "best", "bad_evals", "stopped", "history")
+        save_state(
+            path,
+            {
+                "config": self.config,
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(),
+                "train_data": self.train_data.to("cpu"),
+                "val_data": None if self.val_data is None else self.val_data.to("cpu"),
+                "best_weights": self.best_weights,
+                **{f: getattr(self, f) for f in fields},
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str = "auto", **kwargs: Any) -> BC:
+        """Rebuild a learner saved by :meth:`save`; ``learn`` then continues identically."""
+        path = Path(directory)
+        state = load_state(path)
+        policy = LanguageModel.from_pretrained(path / "policy", device=device)
+        agent = cls(
+            policy, state["train_data"], state["config"], val_data=state["val_data"], **kwargs
+        )
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.generator.set_state(state["generator"])
+        for f in ("step", "epoch", "cursor", "best", "bad_evals", "stopped", "history"):
+            setattr(agent, f, state[f])
+        agent.order = state["order"].to(agent.device)
+        agent.best_weights = state["best_weights"]
+        return agent
