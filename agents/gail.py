@@ -13,8 +13,8 @@ logit = f_w(s, a) - log π_θ(a|s), with f_w(s, a) = log π_w(a|s) from a traina
 LM: its trunk encodes the prefix and its output embedding the action. D starts at 1/2 (π_w = π_θ);
 at its optimum f_w = log π_E, and "airl" = log π_w - log π_θ makes the policy step entropy-
 regularised RL towards π_E. (An MLP on frozen trunk features and action embeddings stayed near
-chance on the reverse task, and a frozen π_ref in place of π_θ pays for leaving π_ref and
-collapsed the policy; see docs/imitation.md.)
+chance on the reverse task, and a frozen π_ref in place of π_θ rewards tokens π_ref finds
+unlikely; in our runs the policy collapsed to an early EOS. See docs/imitation.md.)
 Absorbing states (Kostrikov et al. 2019, arXiv:1809.02925): the env's fixed-horizon mode pads every
 episode to T steps; after EOS the state is absorbing (its observation: the finished text) and
 D_w(s_a, ·) = σ(b_w[n]), one learned number per text length n, so a text's length is judged like
