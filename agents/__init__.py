@@ -7,3 +7,22 @@ from textgym.agents.gail import GAIL, GAILConfig
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
 from textgym.agents.ppo import PPO, PPOConfig
 from textgym.agents.reinforce import REINFORCE, REINFORCEConfig
+
+__all__ = [
+    "BC",
+    "DPO",
+    "GAIL",
+    "PPO",
+    "REINFORCE",
+    "BCConfig",
+    "DAgger",
+    "DAggerConfig",
+    "DPOConfig",
+    "Demonstrations",
+    "GAILConfig",
+    "IterativeDPO",
+    "IterativeDPOConfig",
+    "LMExpert",
+    "PPOConfig",
+    "REINFORCEConfig",
+]
