@@ -669,7 +669,28 @@ def _check_index(i: Any, n: int) -> int:
     return idx
 
 
-class TextGenEnv(gym.Env[dict[str, Any], int | np.int64]):
+class _ConfigViews:
+    """Read-only views of an env's :class:`EnvConfig`, shared by the single and the vector env."""
+
+    config: EnvConfig
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The env's tokenizer (never modified by the env)."""
+        return self.config.tokenizer
+
+    @property
+    def task(self) -> Task:
+        """The task episodes are drawn from."""
+        return self.config.task
+
+    @property
+    def reward_fn(self) -> Any:
+        """The reward object."""
+        return self.config.reward
+
+
+class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
     """Text generation by a causal LM as a token-level MDP.
 
     ## Description
@@ -769,21 +790,6 @@ class TextGenEnv(gym.Env[dict[str, Any], int | np.int64]):
         self._row = np.zeros(1, dtype=np.int64)
         self._action = np.zeros(1, dtype=np.int64)
         self._needs_reset = True
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The env's tokenizer (never modified by the env)."""
-        return self.config.tokenizer
-
-    @property
-    def task(self) -> Task:
-        """The task episodes are drawn from."""
-        return self.config.task
-
-    @property
-    def reward_fn(self) -> Any:
-        """The reward object."""
-        return self.config.reward
 
     def _obs(self) -> dict[str, Any]:
         return {
@@ -916,7 +922,7 @@ def _put(
     info["_" + key] = present
 
 
-class TextGenVectorEnv(VectorEnv[dict[str, Any], np.ndarray, np.ndarray]):
+class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.ndarray]):
     """B token-level text-generation episodes in numpy arrays (a ``gymnasium.vector.VectorEnv``).
 
     Same MDP, spaces and arguments as :class:`TextGenEnv` (see it), plus ``num_envs`` and
@@ -1003,21 +1009,6 @@ class TextGenVectorEnv(VectorEnv[dict[str, Any], np.ndarray, np.ndarray]):
         # waiting for reset(options={"reset_mask": ...}) (DISABLED).
         self._ended = np.zeros(self.num_envs, dtype=bool)
         self._started = False
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The env's tokenizer (never modified by the env)."""
-        return self.config.tokenizer
-
-    @property
-    def task(self) -> Task:
-        """The task episodes are drawn from."""
-        return self.config.task
-
-    @property
-    def reward_fn(self) -> Any:
-        """The reward object."""
-        return self.config.reward
 
     # -- helpers --
 
