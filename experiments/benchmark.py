@@ -18,6 +18,9 @@ Agents (the reward trained on is always the task's own reward, ``load(task).rewa
                     completion is a fifth candidate, since no sample scores above 0 there
     iterative_dpo   three such rounds, each against the previous round's policy
     dagger          DAgger with the task's expert (only tasks with an expert: ``reverse``)
+    gail            GAIL: the native PPO on the AIRL reward of a discriminator trained on the
+                    train split's first references against the policy's episodes, in the env's
+                    fixed-horizon mode (tasks with references)
 
 Each finished cell is written to ``<out>/cells/<agent>__<task>__<seed>.json`` at once; a rerun
 skips cells already there, so an interrupted benchmark resumes where it stopped. At the end the
@@ -52,7 +55,7 @@ import textgym
 from textgym.lm import LanguageModel
 from textgym.tasks import load
 
-AGENTS = ("base", "reinforce", "ppo", "bc", "dpo", "iterative_dpo", "dagger")
+AGENTS = ("base", "reinforce", "ppo", "bc", "dpo", "iterative_dpo", "dagger", "gail")
 TASKS = ("reviews", "concepts", "reverse")
 
 
@@ -63,7 +66,7 @@ class BenchConfig:
     model: str = textgym.DEFAULT_MODEL
     """HF path or hub name of the starting policy (and π_ref)."""
     device: str = "cpu"
-    agents: tuple[str, ...] = ("base", "reinforce", "ppo", "bc", "dpo", "iterative_dpo", "dagger")
+    agents: tuple[str, ...] = AGENTS
     tasks: tuple[str, ...] = ("reviews", "concepts", "reverse")
     seeds: int = 3
     out: str = "experiments/results/benchmark"
@@ -71,7 +74,7 @@ class BenchConfig:
     """episodes per on-policy update."""
     max_new_tokens: int = 24
     rl_updates: int = 40
-    """updates of REINFORCE and PPO."""
+    """updates of REINFORCE, PPO and GAIL."""
     rl_lr: float = 3e-4
     """learning rate of REINFORCE (one step per update)."""
     ppo_lr: float = 3e-4
@@ -91,9 +94,10 @@ class BenchConfig:
     def quick(cls) -> BenchConfig:
         return cls(
             # BC is left out: on reviews/concepts the embedded model was trained on the very
-            # references BC imitates, so its cells cost the most and change nothing.
-            agents=("base", "reinforce", "ppo", "dpo"),
-            tasks=("reviews", "concepts"),
+            # references BC imitates, so its cells cost the most and change nothing. Iterative
+            # DPO is one-round DPO three times over; both are in the full run.
+            agents=("base", "reinforce", "ppo", "dpo", "dagger", "gail"),
+            tasks=("reviews", "concepts", "reverse"),
             num_envs=16,
             max_new_tokens=20,
             rl_updates=8,
@@ -224,6 +228,25 @@ def train_dagger(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> L
     return agent.policy
 
 
+def train_gail(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    from textgym.agents import GAIL, GAILConfig
+
+    env = gym.make_vec(
+        "TextGen-v0",
+        num_envs=cfg.num_envs,
+        model=lm,
+        task=task,
+        split="train",
+        max_new_tokens=cfg.max_new_tokens,
+        fixed_horizon=True,  # GAIL compares equal-length episodes (absorbing steps after EOS)
+    )
+    demos = load(task, "train").demonstrations()[: cfg.num_envs * cfg.rl_updates]
+    gcfg = GAILConfig()
+    gcfg = replace(gcfg, ppo=replace(gcfg.ppo, seed=seed))
+    GAIL(lm, env, demos, config=gcfg, progress_bar=False).learn(cfg.rl_updates)
+    return lm
+
+
 TRAIN: dict[str, Callable[[LanguageModel, str, BenchConfig, int], LanguageModel]] = {
     "base": train_base,
     "reinforce": train_reinforce,
@@ -232,6 +255,7 @@ TRAIN: dict[str, Callable[[LanguageModel, str, BenchConfig, int], LanguageModel]
     "dpo": train_dpo,
     "iterative_dpo": train_iterative_dpo,
     "dagger": train_dagger,
+    "gail": train_gail,
 }
 
 
@@ -240,7 +264,7 @@ def supported(agent: str, task: str) -> str | None:
     spec = load(task, "train")
     if agent == "dagger" and spec.expert is None:
         return "needs a task expert"
-    if agent == "bc" and spec.references is None:
+    if agent in ("bc", "gail") and spec.references is None:
         return "needs references (demonstrations)"
     return None
 

@@ -88,3 +88,26 @@ def test_benchmark_tables_and_resume(bench, tmp_path: Path, monkeypatch) -> None
     records = bench.run(cfg, progress=False)
     assert len(records) == 1
     assert records[0]["metrics"] == cell["metrics"]
+
+
+@pytest.mark.parametrize("agent", ["gail", "dagger", "bc", "dpo"])
+def test_benchmark_agent_cell(bench, agent: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Each imitation/preference agent trains a (tiny) cell and moves the policy off the start."""
+    cfg = bench.replace(
+        bench.BenchConfig.quick(),
+        agents=(agent,),
+        tasks=("reverse",),
+        seeds=1,
+        num_envs=4,
+        max_new_tokens=8,
+        rl_updates=2,
+        bc_steps=2,
+        dpo_updates=2,
+        dpo_prompts=4,
+        dagger_iterations=1,
+        test_prompts=4,
+        out=str(tmp_path),
+    )
+    records = bench.run(cfg, progress=False)
+    assert [(r["agent"], r["task"]) for r in records] == [(agent, "reverse")]
+    assert records[0]["metrics"]["kl"] != 0.0  # trained: π_θ is no longer π_ref
