@@ -215,3 +215,55 @@ def samples(
     env.close()
     del spec
     return list(zip(out.prompts, out.texts, strict=True))
+
+
+@torch.no_grad()
+def sample_with_kl(
+    policy: LanguageModel,
+    ref: LanguageModel,
+    *,
+    reward: Any,
+    n_prompts: int,
+    max_new_tokens: int,
+    seed: int,
+    task: str = "reviews",
+    split: str = "validation",
+) -> tuple[Any, np.ndarray]:
+    """One sampled completion for each of the first ``n_prompts`` prompts of ``task``/``split``.
+
+    The reward-vs-KL experiments measure every checkpoint on the same prompts with the same
+    sampler seed. Returns ``collect``'s rollout (rewards by ``reward``, log-probs under π_θ and
+    π_ref) and the per-sequence KL estimate Σ_t log π_θ(a_t|s_t) - log π_ref(a_t|s_t), shape (B,).
+    """
+    env = gym.make_vec(
+        "TextGen-v0",
+        num_envs=n_prompts,
+        model=policy,
+        task=task,
+        split=split,
+        reward=reward,
+        max_new_tokens=max_new_tokens,
+    )
+    g = torch.Generator(device=policy.device).manual_seed(seed)
+    out = collect(
+        policy, env, generator=g, ref=ref, seed=seed, options={"prompt_index": np.arange(n_prompts)}
+    )
+    env.close()
+    assert out.ref_logprobs is not None
+    kl = ((out.logprobs - out.ref_logprobs) * out.completion_mask).sum(-1)  # (B,)
+    return out, kl.cpu().numpy()
+
+
+def reviews_train_env(
+    policy: LanguageModel, reward: Any, num_envs: int, max_new_tokens: int
+) -> Any:
+    """The on-policy training env of the reviews experiments: train split, the given reward."""
+    return gym.make_vec(
+        "TextGen-v0",
+        num_envs=num_envs,
+        model=policy,
+        task="reviews",
+        split="train",
+        reward=reward,
+        max_new_tokens=max_new_tokens,
+    )

@@ -28,18 +28,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from evaluate import reviews_train_env, sample_with_kl
 from textgym.agents import DPO, PPO, DPOConfig, PPOConfig
 from textgym.agents._common import frozen_copy
 
 import textgym
 from textgym.lm import LanguageModel
-from textgym.rollout import collect
 
 
 @dataclass(frozen=True)
@@ -61,29 +58,15 @@ class FrontierConfig:
     threads: int = 1
 
 
-@torch.no_grad()
 def measure(policy: LanguageModel, ref: LanguageModel, cfg: FrontierConfig) -> dict[str, float]:
-    env = gym.make_vec(
-        "TextGen-v0",
-        num_envs=cfg.eval_prompts,
-        model=policy,
-        task="reviews",
-        split="validation",
-        reward="sentiment",
-        max_new_tokens=cfg.max_new_tokens,
-    )
-    g = torch.Generator(device=policy.device).manual_seed(4321)
-    out = collect(
+    out, kl = sample_with_kl(
         policy,
-        env,
-        generator=g,
-        ref=ref,
+        ref,
+        reward="sentiment",
+        n_prompts=cfg.eval_prompts,
+        max_new_tokens=cfg.max_new_tokens,
         seed=4321,
-        options={"prompt_index": np.arange(cfg.eval_prompts)},
     )
-    env.close()
-    assert out.ref_logprobs is not None
-    kl = ((out.logprobs - out.ref_logprobs) * out.completion_mask).sum(-1)  # (B,)
     return {"reward": float(out.rewards.mean()), "kl": float(kl.mean())}
 
 
@@ -110,15 +93,7 @@ def run_dpo(cfg: FrontierConfig, pairs: list[Any], beta: float) -> list[dict[str
 def run_ppo(cfg: FrontierConfig, beta: float, lr: float) -> list[dict[str, float]]:
     policy = LanguageModel.from_pretrained(cfg.model, device="cpu")
     ref = frozen_copy(policy)
-    env = gym.make_vec(
-        "TextGen-v0",
-        num_envs=cfg.num_envs,
-        model=policy,
-        task="reviews",
-        split="train",
-        reward="sentiment",
-        max_new_tokens=cfg.max_new_tokens,
-    )
+    env = reviews_train_env(policy, "sentiment", cfg.num_envs, cfg.max_new_tokens)
     agent = PPO(
         policy,
         env,

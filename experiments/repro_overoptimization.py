@@ -31,18 +31,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+from evaluate import reviews_train_env, sample_with_kl
 from textgym.agents import PPO, PPOConfig
 from textgym.agents._common import frozen_copy
 
 import textgym
 from textgym.lm import LanguageModel
-from textgym.rollout import collect
 
 
 @dataclass(frozen=True)
@@ -104,27 +102,14 @@ def train_proxy(cfg: OveroptConfig) -> Any:
 def measure(
     policy: LanguageModel, ref: LanguageModel, proxy: Any, gold: Any, cfg: OveroptConfig
 ) -> dict[str, float]:
-    env = gym.make_vec(
-        "TextGen-v0",
-        num_envs=cfg.eval_prompts,
-        model=policy,
-        task="reviews",
-        split="validation",
-        reward=proxy,
-        max_new_tokens=cfg.max_new_tokens,
-    )
-    g = torch.Generator(device=policy.device).manual_seed(1234)
-    out = collect(
+    out, kl = sample_with_kl(
         policy,
-        env,
-        generator=g,
-        ref=ref,
+        ref,
+        reward=proxy,
+        n_prompts=cfg.eval_prompts,
+        max_new_tokens=cfg.max_new_tokens,
         seed=1234,
-        options={"prompt_index": np.arange(cfg.eval_prompts)},
     )
-    env.close()
-    assert out.ref_logprobs is not None
-    kl = ((out.logprobs - out.ref_logprobs) * out.completion_mask).sum(-1)  # (B,)
     return {
         "proxy": float(out.rewards.mean()),
         "gold": float(np.mean(gold(out.prompts, out.texts))),
@@ -139,15 +124,7 @@ def run_beta(cfg: OveroptConfig, proxy: Any, beta: float, seed: int) -> list[dic
     gold = make("sentiment")
     policy = LanguageModel.from_pretrained(cfg.model, device="cpu")
     ref = frozen_copy(policy)
-    env = gym.make_vec(
-        "TextGen-v0",
-        num_envs=cfg.num_envs,
-        model=policy,
-        task="reviews",
-        split="train",
-        reward=proxy,
-        max_new_tokens=cfg.max_new_tokens,
-    )
+    env = reviews_train_env(policy, proxy, cfg.num_envs, cfg.max_new_tokens)
     # β = 0 still passes ref=: the KL is then measured but not paid.
     agent = PPO(
         policy, env, config=PPOConfig(lr=cfg.lr, beta=beta, seed=seed), ref=ref, progress_bar=False
