@@ -156,9 +156,9 @@ def embedded_lm() -> textgym.LanguageModel:
     return textgym.LanguageModel.from_pretrained(device="cpu")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread() -> Iterator[None]:
-    """Run a module's tests on one torch thread, restored after it.
+    """Run every test on one torch thread, restored at the end.
 
     Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two OpenMP threads
     made beam-search tests ~50x slower (1 s vs 60 s) through contended spin-waits.

@@ -18,8 +18,6 @@ from textgym.decoding import (
 )
 from textgym.lm import LanguageModel
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 PROMPTS = [
     "the movie was great",
     "a dog",

@@ -13,8 +13,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import textgym
 from textgym.lm import LanguageModel
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 PROMPTS = ["the movie was great", "a dog", "i loved it and the cat runs on the red ball", "bad"]
 TOL = 1e-5  # float32 sums of a few dozen terms: rtol and atol both
 

@@ -12,8 +12,6 @@ from textgym.decoding import greedy
 from textgym.lm import LanguageModel
 from textgym.perplexity import perplexity, windows
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 TEXT = "the movie was great and i loved it but the plot was bad"
 OTHER = "a dog runs in the park with a red ball"
 LONG = " ".join(["the movie was great and i loved it but the plot was bad ."] * 10)  # 140 tokens

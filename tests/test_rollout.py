@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import gymnasium as gym
 import pytest
 import torch
@@ -24,16 +22,6 @@ from textgym.rollout import (
     whiten,
 )
 from textgym.tasks import Task
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """One torch thread: small models gain little from two, and on a busy machine two stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ---------------------------------------------------------------------------- GAE by hand
 

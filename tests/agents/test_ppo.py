@@ -13,40 +13,11 @@ import torch
 from textgym.agents import PPO, PPOConfig
 from textgym.agents.ppo import KLController, ppo_loss
 from torch.testing import assert_close
+from toy import make_env
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from textgym import LanguageModel
 from textgym.rollout import Sampling, collect, evaluate, evaluate_policy
-from textgym.tasks import Task
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """One torch thread: small models gain little from two, and on a busy machine two stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-PROMPTS = ["the movie was", "i loved the", "a dog runs in the park", "the plot", "this film is"]
-
-
-def good_count(prompt: str, completion: str) -> float:
-    return float(completion.split().count("good"))
-
-
-def make_env(lm: LanguageModel, num_envs: int = 8, **kwargs: Any) -> Any:
-    kwargs = {"reward": good_count, "max_new_tokens": 6, **kwargs}
-    return gym.make_vec(
-        "TextGen-v0", num_envs=num_envs, model=lm, task=Task.from_list(PROMPTS), **kwargs
-    )
-
-
-@pytest.fixture
-def lm(tiny_gpt2_dir: str) -> LanguageModel:
-    return LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
-
 
 # ---------------------------------------------------------------------------- the loss by hand
 

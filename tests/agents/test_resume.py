@@ -5,41 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import pytest
 import torch
 from textgym.agents import PPO, REINFORCE, PPOConfig, REINFORCEConfig
+from toy import good_count, make_env
 
 from textgym import LanguageModel
 from textgym.rollout import Sampling
-from textgym.tasks import Task
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """One torch thread: small models gain little from two, and on a busy machine two stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-PROMPTS = ["the movie was", "i loved the", "a dog runs in the park", "the plot", "this film is"]
-
-
-def good_count(prompt: str, completion: str) -> float:
-    return float(completion.split().count("good")) - 0.1 * len(completion.split())
-
-
-def make_env(lm: LanguageModel) -> Any:
-    return gym.make_vec(
-        "TextGen-v0",
-        num_envs=8,
-        model=lm,
-        task=Task.from_list(PROMPTS),
-        reward=good_count,
-        max_new_tokens=6,
-    )
+def good_count_short(prompt: str, completion: str) -> float:
+    """ "good" counts, and every word costs 0.1: a reward that also moves the length."""
+    return good_count(prompt, completion) - 0.1 * len(completion.split())
 
 
 def without_timings(rows: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -71,7 +48,9 @@ def test_resume_equals_uninterrupted_run(
 ) -> None:
     def fresh() -> Any:
         lm = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
-        return agent_cls(lm, make_env(lm), config=config, progress_bar=False)
+        return agent_cls(
+            lm, make_env(lm, reward=good_count_short), config=config, progress_bar=False
+        )
 
     straight = fresh()
     straight.learn(4)
@@ -83,7 +62,7 @@ def test_resume_equals_uninterrupted_run(
     lm_dir = tmp_path / "ckpt" / "policy"
     resumed = agent_cls.load(
         tmp_path / "ckpt",
-        make_env(LanguageModel.from_pretrained(lm_dir, device="cpu")),
+        make_env(LanguageModel.from_pretrained(lm_dir, device="cpu"), reward=good_count_short),
         device="cpu",
         progress_bar=False,
     )

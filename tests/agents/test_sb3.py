@@ -20,16 +20,6 @@ from textgym import LanguageModel
 from textgym.rollout import evaluate_policy
 from textgym.tasks import Task
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    """One torch thread: small models gain little from two, and on a busy machine two stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 PROMPTS = ["the movie was", "i loved the", "a dog runs in the park", "the plot"]
 
 
