@@ -110,7 +110,8 @@ class BenchConfig:
         )
 
 
-def on_policy_env(lm: LanguageModel, task: str, cfg: BenchConfig) -> Any:
+def on_policy_env(lm: LanguageModel, task: str, cfg: BenchConfig, **kwargs: Any) -> Any:
+    """``num_envs`` episodes of the task's train split with its own reward; kwargs go to the env."""
     return gym.make_vec(
         "TextGen-v0",
         num_envs=cfg.num_envs,
@@ -119,6 +120,7 @@ def on_policy_env(lm: LanguageModel, task: str, cfg: BenchConfig) -> Any:
         split="train",
         reward=load(task, "train").reward,
         max_new_tokens=cfg.max_new_tokens,
+        **kwargs,
     )
 
 
@@ -215,15 +217,7 @@ def train_iterative_dpo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: in
 def train_dagger(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
     from textgym.agents import DAgger, DAggerConfig
 
-    env = gym.make_vec(
-        "TextGen-v0",
-        num_envs=cfg.num_envs,
-        model=lm,
-        task=task,
-        split="train",
-        max_new_tokens=cfg.max_new_tokens,
-    )
-    agent = DAgger(lm, env, DAggerConfig(seed=seed), progress_bar=False)
+    agent = DAgger(lm, on_policy_env(lm, task, cfg), DAggerConfig(seed=seed), progress_bar=False)
     agent.learn(cfg.dagger_iterations)
     return agent.policy
 
@@ -231,15 +225,8 @@ def train_dagger(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> L
 def train_gail(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
     from textgym.agents import GAIL, GAILConfig
 
-    env = gym.make_vec(
-        "TextGen-v0",
-        num_envs=cfg.num_envs,
-        model=lm,
-        task=task,
-        split="train",
-        max_new_tokens=cfg.max_new_tokens,
-        fixed_horizon=True,  # GAIL compares equal-length episodes (absorbing steps after EOS)
-    )
+    # GAIL compares equal-length episodes (absorbing steps after EOS): the fixed-horizon mode.
+    env = on_policy_env(lm, task, cfg, fixed_horizon=True)
     demos = load(task, "train").demonstrations()[: cfg.num_envs * cfg.rl_updates]
     gcfg = GAILConfig()
     gcfg = replace(gcfg, ppo=replace(gcfg.ppo, seed=seed))
