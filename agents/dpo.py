@@ -24,6 +24,13 @@ changes); chosen and rejected rows go through π_θ in one concatenated forward;
 (the policy is kept in eval mode, like TRL's ``disable_dropout``) so that π_θ = π_ref exactly before
 the first update and the loss is log 2 there. The data order of epoch e is a permutation drawn from
 (seed, e) alone, so the step count restores it on resume and nothing else is random.
+
+Data parallelism (``accelerator=``, from ``accelerate``): every process draws the same global batch
+of B pairs and takes its contiguous share of B_r pairs (rank order); the policy goes through
+``accelerator.prepare`` (DDP averages the W processes' gradients) and each process backpropagates
+its mean loss times W·B_r/B, so the average is the gradient of the mean over all B pairs, shards of
+unequal size included. Logged metrics are global means (one all-reduce per update). Every process
+caches log π_ref of all pairs and evaluates all held-out pairs; only the main process writes files.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from textgym.agents._common import check_finite, frozen_copy
-from torch import Tensor
+from torch import Tensor, nn
 
 from textgym.lm import LanguageModel
 from textgym.preference import (
@@ -178,18 +185,40 @@ LOSSES: dict[str, Callable[[PairLogps, DPOConfig], Tensor]] = {
 }
 
 
-def pair_metrics(p: PairLogps, beta: float) -> dict[str, float]:
-    """Implicit-reward accuracy and margin, r̂ = β·log π_θ/π_ref, and the mean log-probs."""
+def pair_means(p: PairLogps, beta: float) -> dict[str, Tensor]:
+    """Implicit-reward accuracy and margin, r̂ = β·log π_θ/π_ref, and the mean log-probs (0-dim)."""
     r_w, r_l = beta * (p.theta_w - p.ref_w), beta * (p.theta_l - p.ref_l)  # (B,) each
     return {
-        "accuracy": (r_w > r_l).float().mean().item(),
-        "margin": (r_w - r_l).mean().item(),
-        "reward_chosen": r_w.mean().item(),
-        "reward_rejected": r_l.mean().item(),
-        "logp_chosen": p.theta_w.mean().item(),
-        "logp_rejected": p.theta_l.mean().item(),
-        "logratio_chosen": (p.theta_w - p.ref_w).mean().item(),  # < 0: π_θ(y_w) fell below π_ref
+        "accuracy": (r_w > r_l).float().mean(),
+        "margin": (r_w - r_l).mean(),
+        "reward_chosen": r_w.mean(),
+        "reward_rejected": r_l.mean(),
+        "logp_chosen": p.theta_w.mean(),
+        "logp_rejected": p.theta_l.mean(),
+        "logratio_chosen": (p.theta_w - p.ref_w).mean(),  # < 0: π_θ(y_w) fell below π_ref
     }
+
+
+def pair_metrics(p: PairLogps, beta: float) -> dict[str, float]:
+    """``pair_means`` as floats."""
+    return {k: v.item() for k, v in pair_means(p, beta).items()}
+
+
+class PolicyLogps(nn.Module):
+    """log π_θ(y|x) of a batch's rows as a module, so that DDP wraps the forward it syncs."""
+
+    lm: LanguageModel
+
+    def __init__(self, policy: LanguageModel) -> None:
+        super().__init__()
+        self.model = policy.model
+        object.__setattr__(self, "lm", policy)  # not a submodule: its model is registered above
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor
+    ) -> Tensor:  # (2B,)
+        batch = PreferenceBatch(input_ids, attention_mask, completion_mask)
+        return sequence_logps(self.lm, batch)
 
 
 class DPO:
@@ -203,6 +232,8 @@ class DPO:
         config: hyperparameters.
         ref_logps: cached log π_ref of ``data``'s rows (2N,), when already known (checkpoints).
         eval_ref_logps: the same for ``eval_data``.
+        accelerator: an ``accelerate.Accelerator`` for data parallelism (see the module
+            docstring); its device replaces ``cfg.device`` ("auto" or the same device type).
     """
 
     def __init__(
@@ -215,11 +246,14 @@ class DPO:
         *,
         ref_logps: Tensor | None = None,
         eval_ref_logps: Tensor | None = None,
+        accelerator: Any = None,
     ) -> None:
         if config.eval_every and eval_data is None:
             raise ValueError(f"DPOConfig.eval_every={config.eval_every} needs eval_data=...")
         self.cfg = config
-        device = resolve_device(config.device)
+        self.accelerator = accelerator
+        self.world = 1 if accelerator is None else int(accelerator.num_processes)
+        device = self._device(config.device, accelerator)
         self.policy = (
             policy
             if policy.device == device
@@ -245,14 +279,45 @@ class DPO:
             raise ValueError(
                 f"ref_logps must be ({2 * len(self.data)},), got {tuple(self.ref_logps.shape)}"
             )
+        self._check_shards()
         params = [q for q in self.policy.model.parameters() if q.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr)
         warmup = config.warmup_steps
+        # Built on the plain optimizer and never prepared: accelerate's scheduler wrapper would
+        # step W times per update.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
         )
+        self.policy_logps: nn.Module = PolicyLogps(self.policy)  # no DDP: for evaluate()
+        self.trainable: nn.Module = self.policy_logps
+        if accelerator is not None:
+            self.trainable, self.optimizer = accelerator.prepare(self.trainable, self.optimizer)
         self.step = 0
         self.history: list[dict[str, float]] = []
+
+    @staticmethod
+    def _device(name: str, accelerator: Any) -> torch.device:
+        if accelerator is None:
+            return resolve_device(name)
+        device = torch.device(accelerator.device)
+        if name != "auto" and resolve_device(name).type != device.type:
+            raise ValueError(
+                f"DPOConfig.device={name!r} but the accelerator runs on {device}: "
+                'use device="auto" (each process trains on its accelerator.device)'
+            )
+        return device
+
+    def _check_shards(self) -> None:
+        """Every batch must give each process at least one pair (DDP needs a backward on each)."""
+        n, b = len(self.data), self.cfg.batch_size
+        smallest = n % b or b  # the last batch of an epoch holds n mod b pairs (all n when n < b)
+        if smallest < self.world:
+            raise ValueError(
+                f"{self.world} processes need at least {self.world} pairs in every batch, but "
+                f"batch_size={b} with {n} pairs makes a batch of {smallest}: use batch_size >= "
+                f"{self.world} and a number of pairs whose remainder modulo batch_size is 0 or "
+                f">= {self.world}"
+            )
 
     def _tokenize(self, data: Sequence[PreferencePair] | PreferenceBatch) -> PreferenceBatch:
         if isinstance(data, PreferenceBatch):
@@ -261,10 +326,13 @@ class DPO:
             raise ValueError("DPO needs at least one preference pair (data=...)")
         return tokenize_pairs(self.policy, data, max_length=self.cfg.max_length)
 
-    def _pair_logps(self, data: PreferenceBatch, ref: Tensor, index: Tensor) -> PairLogps:
-        """π_θ log-probs of pairs ``index`` (one forward, with gradients) and their cached π_ref."""
+    def _pair_logps(
+        self, data: PreferenceBatch, ref: Tensor, index: Tensor, logps: nn.Module
+    ) -> PairLogps:
+        """π_θ log-probs of pairs ``index`` (one forward of ``logps``) and their cached π_ref."""
         batch = data.select(index).to(self.policy.device)
-        theta_w, theta_l = sequence_logps(self.policy, batch).chunk(2)  # (B,), (B,)
+        logp = logps(batch.input_ids, batch.attention_mask, batch.completion_mask)  # (2B,)
+        theta_w, theta_l = logp.chunk(2)  # (B,), (B,)
         len_w, len_l = batch.completion_mask.sum(-1).float().chunk(2)  # (B,), (B,)
         ref_w, ref_l = (ref[i].to(theta_w.device) for i in (index, index + len(data)))  # (B,) each
         return PairLogps(theta_w, theta_l, ref_w, ref_l, len_w, len_l)
@@ -277,6 +345,21 @@ class DPO:
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
         return torch.randperm(n, generator=g)[j * b : (j + 1) * b]
 
+    def _shard(self, index: Tensor) -> Tensor:
+        """This process's contiguous share of the global batch ``index`` (all of it in one)."""
+        if self.accelerator is None:
+            return index
+        rank, b = int(self.accelerator.process_index), len(index)
+        return index[rank * b // self.world : (rank + 1) * b // self.world]
+
+    def _global_means(self, means: dict[str, Tensor], n_local: int, n: int) -> dict[str, Tensor]:
+        """Means over the n pairs of all processes from this one's means over its ``n_local``."""
+        if self.accelerator is None:
+            return means
+        sums = torch.stack([v.detach().double() * n_local for v in means.values()])  # (K,)
+        total = self.accelerator.reduce(sums, reduction="sum") / n  # (K,)
+        return dict(zip(means, total.unbind(), strict=True))
+
     def learn(self, n_updates: int) -> list[dict[str, float]]:
         """Run ``n_updates`` optimizer updates of the chosen loss; return their history rows.
 
@@ -286,36 +369,42 @@ class DPO:
         the rows of every call.
         """
         rows: list[dict[str, float]] = []
-        logger = None if self.cfg.log_dir is None else CSVLogger(self.cfg.log_dir)
+        main = self.accelerator is None or self.accelerator.is_main_process
+        logger = None if self.cfg.log_dir is None or not main else CSVLogger(self.cfg.log_dir)
         loss_fn = LOSSES[self.cfg.loss]
         for _ in progress(
-            range(n_updates), desc=f"DPO[{self.cfg.loss}]", disable=not self.cfg.progress_bar
+            range(n_updates),
+            desc=f"DPO[{self.cfg.loss}]",
+            disable=not (self.cfg.progress_bar and main),
         ):
-            p = self._pair_logps(self.data, self.ref_logps, self._indices(self.step))
+            index = self._indices(self.step)  # the global batch, the same on every process
+            shard = self._shard(index)
+            p = self._pair_logps(self.data, self.ref_logps, shard, self.trainable)
             loss = loss_fn(p, self.cfg)
-            check_finite(
+            terms = {"loss": loss, **pair_means(p, self.cfg.beta)}
+            terms |= {"logp_ref_w": p.ref_w.mean(), "logp_ref_l": p.ref_l.mean()}
+            means = self._global_means(terms, len(shard), len(index))
+            check_finite(  # on global means: every process raises together, none hangs in DDP
                 self.step,
                 {
-                    f"{self.cfg.loss}_loss": loss,
-                    "logp_theta_w": p.theta_w.mean(),
-                    "logp_theta_l": p.theta_l.mean(),
-                    "logp_ref_w": p.ref_w.mean(),
-                    "logp_ref_l": p.ref_l.mean(),
+                    f"{self.cfg.loss}_loss": means["loss"],
+                    "logp_theta_w": means["logp_chosen"],
+                    "logp_theta_l": means["logp_rejected"],
+                    "logp_ref_w": means["logp_ref_w"],
+                    "logp_ref_l": means["logp_ref_l"],
                 },
             )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages W gradients: weighting shard r's mean loss by W·B_r/B makes the average
+            # the gradient of the mean over all B pairs (the factor is 1 in one process).
+            (loss * (self.world * len(shard) / len(index))).backward()
             clip = self.cfg.max_grad_norm or float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            row = {
-                "update": float(self.step),
-                "loss": loss.item(),
-                **pair_metrics(p, self.cfg.beta),
-            }
+            row = {"update": float(self.step), **{k: means[k].item() for k in _EVAL_KEYS}}
             row |= {"grad_norm": grad_norm.item(), "lr": float(lr)}
             if self.eval_data is not None and self.cfg.eval_every:
                 due = self.step % self.cfg.eval_every == 0
@@ -349,8 +438,10 @@ class DPO:
         else:
             batch = self._tokenize(data)
             ref = cached_logps(self.ref, batch, batch_size)
-        parts = [
-            self._pair_logps(batch, ref, torch.arange(i, min(i + batch_size, len(batch))))
+        parts = [  # every process scores all pairs with the unwrapped policy: no collectives
+            self._pair_logps(
+                batch, ref, torch.arange(i, min(i + batch_size, len(batch))), self.policy_logps
+            )
             for i in range(0, len(batch), batch_size)
         ]
         p = PairLogps(
@@ -359,8 +450,20 @@ class DPO:
         return {"loss": LOSSES[self.cfg.loss](p, self.cfg).item(), **pair_metrics(p, self.cfg.beta)}
 
     def save(self, directory: str | Path) -> None:
-        """Write policy/, reference/ and trainer_state.pt (optimizer, step, data, cached π_ref)."""
-        path = Path(directory)
+        """Write policy/, reference/ and trainer_state.pt (optimizer, step, data, cached π_ref).
+
+        Under ``accelerate`` every process calls it and the main process writes; it returns on all
+        processes once the files are complete, so any process may ``load`` them next.
+        """
+        if self.accelerator is None:
+            self._write(Path(directory))
+            return
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            self._write(Path(directory))
+        self.accelerator.wait_for_everyone()
+
+    def _write(self, path: Path) -> None:
         self.policy.save_pretrained(path / "policy")
         self.ref.save_pretrained(path / "reference")
         state: dict[str, Any] = {
@@ -379,19 +482,20 @@ class DPO:
         save_state(path, state)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None) -> DPO:
+    def load(cls, directory: str | Path, device: str | None = None, accelerator: Any = None) -> DPO:
         """Rebuild an agent from ``save(directory)``; ``learn`` then continues bit for bit.
 
         Args:
             directory: the checkpoint folder.
             device: override the saved ``cfg.device``.
+            accelerator: as in the constructor; every process loads the checkpoint.
         """
         path = Path(directory)
         state = load_state(path)
         cfg: DPOConfig = state["config"]
         if device is not None:
             cfg = dataclasses.replace(cfg, device=device)
-        where = cfg.device
+        where = cfg.device if accelerator is None else cls._device(cfg.device, accelerator)
         policy = LanguageModel.from_pretrained(path / "policy", device=where)
         ref = LanguageModel.from_pretrained(path / "reference", device=where)
         eval_data = None if state["eval_data"] is None else PreferenceBatch(**state["eval_data"])
@@ -403,6 +507,7 @@ class DPO:
             cfg,
             ref_logps=state["ref_logps"],
             eval_ref_logps=state["eval_ref_logps"],
+            accelerator=accelerator,
         )
         agent.optimizer.load_state_dict(state["optimizer"])
         agent.scheduler.load_state_dict(state["scheduler"])
