@@ -161,6 +161,19 @@ class OnPolicyAgent:
         """Sum over data-parallel processes (identity in one process)."""
         return x if self.accelerator is None else self.accelerator.reduce(x, reduction="sum")
 
+    def global_terms(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Loss terms as means over all processes (one all-reduce; the same dict in one process).
+
+        Each process's terms are its shard's share of the global token or episode mean scaled by
+        W (see :meth:`token_mean`), so the mean over processes is the global value; logging and
+        the finiteness check then agree on every process.
+        """
+        if self.accelerator is None:
+            return terms
+        keys = list(terms)
+        stacked = torch.stack([terms[k].detach().float() for k in keys])
+        return dict(zip(keys, self.reduce(stacked) / self.world, strict=True))
+
     def token_mean(self, x: Tensor, mask: Tensor, count: Tensor) -> Tensor:
         """Σ x·mask / count with ``count`` the global token count, scaled so that DDP's averaging
         of W processes' gradients gives the gradient of the global mean."""

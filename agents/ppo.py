@@ -222,6 +222,7 @@ class PPO(OnPolicyAgent):
                     cfg.ent_coef,
                     self.reduce(sub.completion_mask.sum()).clamp(min=1) / self.world,
                 )
+                terms = self.global_terms(terms)
                 check_finite(self.step, terms)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

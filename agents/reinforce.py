@@ -183,7 +183,9 @@ class REINFORCE(OnPolicyAgent):
             else torch.zeros((), device=self.device)
         )
         loss = policy_loss + cfg.vf_coef * value_loss
-        terms = {"loss": loss, "policy_loss": policy_loss, "value_loss": value_loss}
+        terms = self.global_terms(
+            {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss}
+        )
         check_finite(self.step, terms)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,22 +1,20 @@
-"""Data parallelism through ``accelerate``: 2 CPU processes (gloo) make the same PPO update as one
-process on the whole batch.
+"""Data parallelism through ``accelerate``: 2 CPU processes (gloo) make the same PPO and REINFORCE
+updates, and log the same losses, as one process on the whole batch.
 
-The file is also the worker:
-``accelerate launch --cpu --num_processes 2 test_accelerate.py MODEL OUT``
-runs ``main``, where each process updates on its half of one fixed rollout and rank 0 saves the
-parameters. Run without ``accelerate launch`` it is the single-process reference on the full batch.
+The file is also the worker: ``torchrun --standalone --nproc_per_node 2 test_accelerate.py AGENT
+MODEL OUT`` runs ``main``, where each process updates on its half of one fixed rollout and rank 0
+saves the parameters before and after and the logged stats. Run directly it is the
+single-process reference on the full batch (``distributed.py`` says why not ``accelerate launch``).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from distributed import assert_same_updates, run_one_and_two
 
 B, P, T = 8, 3, 5
 
@@ -59,10 +57,10 @@ def fixed_rollout(lm: object, seed: int = 0) -> object:
     return rollout
 
 
-def main(model_dir: str, out: str) -> None:
+def main(agent_name: str, model_dir: str, out: str) -> None:
     import gymnasium as gym
     from accelerate import Accelerator
-    from textgym.agents import PPO, PPOConfig
+    from textgym.agents import PPO, REINFORCE, PPOConfig, REINFORCEConfig
 
     from textgym import LanguageModel
     from textgym.tasks import Task
@@ -81,70 +79,46 @@ def main(model_dir: str, out: str) -> None:
         reward=lambda p, c: 0.0,
         max_new_tokens=T,
     )
-    cfg = PPOConfig(n_epochs=3, n_minibatches=1, lr=1e-2, beta=0.2, ent_coef=0.01, seed=0)
-    agent = PPO(lm, env, config=cfg, accelerator=accelerator, progress_bar=False)
+    if agent_name == "ppo":
+        cfg = PPOConfig(n_epochs=3, n_minibatches=1, lr=1e-2, beta=0.2, ent_coef=0.01, seed=0)
+        agent = PPO(lm, env, config=cfg, accelerator=accelerator, progress_bar=False)
+    else:
+        rcfg = REINFORCEConfig(baseline="value", lr=1e-2, beta=0.2, seed=0)
+        agent = REINFORCE(lm, env, config=rcfg, accelerator=accelerator, progress_bar=False)
+
+    def params() -> dict[str, torch.Tensor]:
+        module = accelerator.unwrap_model(agent.trainable)
+        return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    start = params()
     stats = agent._update(shard)
     if accelerator.is_main_process:
-        params = {
-            k: v.detach().clone()
-            for k, v in accelerator.unwrap_model(agent.trainable).state_dict().items()
-        }
-        torch.save({"params": params, "stats": stats}, out)
+        torch.save({"start": start, "params": params(), "stats": stats, "world": world}, out)
     accelerator.wait_for_everyone()
 
 
-@pytest.mark.slow
-def test_two_processes_make_the_same_update_as_one(tiny_gpt2_dir: str, tmp_path: Path) -> None:
-    pytest.importorskip("accelerate")
-    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which(
-        "accelerate"
-    )
-    if launcher is None:
-        pytest.skip("the accelerate launcher is not on PATH")
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
-    }
-    script = str(Path(__file__).resolve())
-    subprocess.run(
-        [sys.executable, script, tiny_gpt2_dir, str(tmp_path / "one.pt")],
-        check=True,
-        env=env,
-        timeout=300,
-    )
-    subprocess.run(
-        [
-            launcher,
-            "launch",
-            "--cpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            script,
-            tiny_gpt2_dir,
-            str(tmp_path / "two.pt"),
-        ],
-        check=True,
-        env=env,
-        timeout=300,
-    )
-    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
-    for name, value in one["params"].items():
-        torch.testing.assert_close(two["params"][name], value, rtol=1e-5, atol=1e-6, msg=name)
-    for key in ("kl", "beta", "loss", "value_loss"):
-        assert two["stats"][key] == pytest.approx(one["stats"][key], rel=1e-4, abs=1e-6), key
-    from textgym import LanguageModel
+STATS = {
+    "ppo": ("kl", "beta", "loss", "policy_loss", "value_loss", "entropy", "clip_fraction"),
+    "reinforce": ("kl", "return", "baseline", "loss", "policy_loss", "value_loss", "grad_norm"),
+}
 
-    start = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu").model.state_dict()
-    moved = max(float((one["params"]["model." + k] - v).abs().max()) for k, v in start.items())
-    assert moved > 1e-3  # the update did something, so equality above is not trivial
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent", ["ppo", "reinforce"])
+def test_two_processes_make_the_same_update_as_one(
+    agent: str, tiny_gpt2_dir: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("accelerate")
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    run_one_and_two(__file__, [agent, tiny_gpt2_dir, str(one)], [agent, tiny_gpt2_dir, str(two)])
+    a, b = torch.load(one), torch.load(two)
+    assert (a["world"], b["world"]) == (1, 2)  # the launch really made two processes
+    for key in STATS[agent]:
+        assert b["stats"][key] == pytest.approx(a["stats"][key], rel=1e-4, abs=1e-6), key
+    hidden = int(a["params"]["model.transformer.wte.weight"].shape[1])
+    moved = assert_same_updates(a["start"], a["params"], b["params"], hidden)
+    assert moved > 1e-3  # the update did something, so the equality above is not trivial
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])
