@@ -6,7 +6,8 @@ token; a demonstration of n tokens + EOS costs n + 1):
 
     untrained   the embedded model as shipped (0 labels)
     BC          textgym.agents.BC on `budget` labels of train-split demonstrations
-    DAgger      textgym.agents.DAgger, β_i = 0.5^i (iteration 0 = expert rollouts), `budget` labels
+    DAgger      textgym.agents.DAgger, β_i = 0.5^i (iteration 0 = expert rollouts), `budget` labels,
+                each iteration's fit from the initial weights with BC's settings (warm_start=False)
     GAIL        textgym.agents.GAIL (PPO generator, fixed horizon) on BC's demonstrations
 
 BC and DAgger stop early on the validation loss of 100 validation-split demonstrations (the same
@@ -23,9 +24,9 @@ prompts, and each of its tokens is compared with the expert's label for that pos
 
 Writes experiments/results/drift.{md,csv,png}; the exact command is at the top of the .md.
 
-    python experiments/repro_drift.py                    # 3 seeds, 3 budgets (~25 min)
-    python experiments/repro_drift.py --quick            # 1 seed, budgets 300, 1000 (~3 min)
-    python experiments/repro_drift.py --budgets 3000 --methods BC DAgger
+    python experiments/repro_drift.py                    # 3 seeds, budgets 300 and 3000 (~20 min)
+    python experiments/repro_drift.py --quick            # 1 seed, budget 1000, smaller runs
+    python experiments/repro_drift.py --budgets 1000 --methods BC DAgger
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ SUMMARY = ("exact", "token_error", "forced_error", "clean", "after", "labels", "
 
 @dataclass(frozen=True)
 class DriftConfig:
-    budgets: tuple[int, ...] = (300, 1000, 3000)  # labels per method (BC: ~55/180/550 demos)
+    budgets: tuple[int, ...] = (300, 3000)  # labels per method (BC: ~55 / 550 demos)
     budget: int = 0  # the budget of the current run (set from budgets)
     seeds: tuple[int, ...] = (0, 1, 2)
     n_test: int = 300  # held-out test prompts (all of the test split)
@@ -63,7 +64,7 @@ class DriftConfig:
     horizon: int = 8  # max_new_tokens: the longest answer is 6 tokens + EOS
     bc_steps: int = 800
     dagger_iterations: int = 5
-    dagger_steps: int = 300
+    dagger_steps: int = 800  # per iteration, from scratch: the last fit is BC's on D
     dagger_envs: int = 32
     gail_updates: int = 80
     gail_envs: int = 32
@@ -71,9 +72,20 @@ class DriftConfig:
     methods: tuple[str, ...] = ("untrained", "BC", "DAgger", "GAIL")
 
 
-QUICK = DriftConfig(
-    seeds=(0,), budgets=(300, 1000), bc_steps=400, dagger_steps=150, gail_updates=20
-)
+QUICK = DriftConfig(seeds=(0,), budgets=(1000,), bc_steps=400, dagger_steps=400, gail_updates=20)
+
+
+def make_env(
+    lm: LanguageModel, cfg: DriftConfig, num_envs: int, split: str = "train", **kwargs: bool
+) -> gym.vector.VectorEnv:
+    return gym.make_vec(
+        "textgym/Reverse-v0",
+        num_envs=num_envs,
+        model=lm,
+        split=split,
+        max_new_tokens=cfg.horizon,
+        **kwargs,
+    )
 
 
 @dataclass
@@ -92,7 +104,7 @@ class Score:
 def evaluate(lm: LanguageModel, cfg: DriftConfig) -> Score:
     """Greedy decoding on the test prompts, each position compared with the expert's label."""
     n, T = cfg.n_test, cfg.horizon
-    env = gym.make_vec("textgym/Reverse-v0", num_envs=n, model=lm, split="test", max_new_tokens=T)
+    env = make_env(lm, cfg, n, split="test")
     pin = {"prompt_index": np.arange(n)}
     g = torch.Generator().manual_seed(0)  # unused by greedy decoding; required by the API
     closed = collect_labelled(lm, env, 0.0, generator=g, greedy=True, options=pin)
@@ -158,15 +170,15 @@ def run_bc(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
 
 
 def run_dagger(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
-    env = gym.make_vec(
-        "textgym/Reverse-v0", num_envs=cfg.dagger_envs, model=lm, max_new_tokens=cfg.horizon
-    )
-    per_iteration = cfg.budget / cfg.dagger_iterations  # labels, ~5.5 per expert episode
+    env = make_env(lm, cfg, cfg.dagger_envs)
+    pairs = load("reverse", split="train").demonstrations()
+    per_episode = statistics.fmean(len(c.split()) + 1 for _, c in pairs)  # one token a word, EOS
+    per_iteration = cfg.budget / cfg.dagger_iterations
     dcfg = DAggerConfig(
         beta_schedule="exponential",
         beta0=1.0,
         beta_decay=0.5,
-        episodes_per_iteration=max(1, round(per_iteration / 5.5)),
+        episodes_per_iteration=max(1, round(per_iteration / per_episode)),
         steps_per_iteration=cfg.dagger_steps,
         label_budget=cfg.budget,
         bc=bc_config(seed),
@@ -181,13 +193,7 @@ def run_dagger(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int
 
 def run_gail(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
     demos = demonstrations(lm, cfg, seed)
-    env = gym.make_vec(
-        "textgym/Reverse-v0",
-        num_envs=cfg.gail_envs,
-        model=lm,
-        max_new_tokens=cfg.horizon,
-        fixed_horizon=True,
-    )
+    env = make_env(lm, cfg, cfg.gail_envs, fixed_horizon=True)
     gcfg = GAILConfig()
     gcfg = replace(gcfg, ppo=replace(gcfg.ppo, seed=seed))
     GAIL(lm, env, demos, config=gcfg, progress_bar=False).learn(cfg.gail_updates)

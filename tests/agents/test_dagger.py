@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from textgym.agents import BC, BCConfig, DAgger, DAggerConfig, Demonstrations, LMExpert
+from textgym.agents import BCConfig, DAgger, DAggerConfig, LMExpert
 from textgym.agents.dagger import (
     beta_constant,
     beta_exponential,
@@ -173,6 +173,36 @@ def test_resume_is_identical(lm: LanguageModel, tiny_gpt2_dir: str, tmp_path: Pa
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_each_fit_starts_from_the_initial_weights_unless_warm_start(
+    lm: LanguageModel, warm_start: bool
+) -> None:
+    env = make_env(lm, ReferenceExpert())
+    cfg = DAggerConfig(
+        episodes_per_iteration=4,
+        steps_per_iteration=3,
+        warm_start=warm_start,
+        bc=BCConfig(val_fraction=0.0, batch_size=2, lr=3e-3),
+    )
+    agent = DAgger(lm, env, cfg, progress_bar=False)
+    initial = [p.detach().clone() for p in lm.model.parameters()]
+    starts: list[tuple[bool, int]] = []  # per fit: starts at the initial weights, optimizer steps
+    fit = agent.bc.learn
+
+    def recorded(n: int) -> list[dict[str, float]]:
+        same = all(torch.equal(a, b) for a, b in zip(lm.model.parameters(), initial, strict=True))
+        steps = [s.get("step", 0) for s in agent.bc.optimizer.state.values()]
+        starts.append((same, int(max(steps, default=0))))
+        return fit(n)
+
+    agent.bc.learn = recorded  # type: ignore[method-assign]  # records each fit's start
+    agent.learn(3)
+    if warm_start:  # π̂_{i+1} continues from π̂_i, with its Adam moments
+        assert starts == [(True, 0), (False, 3), (False, 6)]
+    else:  # every fit is BC on D from π̂_1 with a fresh optimizer
+        assert starts == [(True, 0)] * 3
+
+
 # ---------------------------------------------------------------------------- learning
 
 
@@ -194,33 +224,25 @@ def exact_match(lm: LanguageModel, n: int = 300) -> float:
 
 
 @pytest.mark.slow
-def test_dagger_matches_or_beats_bc_at_the_same_label_budget() -> None:
-    # One seed of experiments/repro_drift.py (BC and DAgger rows; there: 3 seeds, mean ± std).
-    torch.set_num_threads(1)  # 2 threads beside another busy process run 3-6x slower
+def test_dagger_learns_the_reverse_task_from_its_own_states() -> None:
+    # Seed 0 of experiments/repro_drift.py's DAgger row at 3000 labels, the same settings. The
+    # issue's stronger claim, DAgger above BC at the same budget, does NOT hold on this task: over
+    # seeds 0-2 DAgger reaches 0.62 ± 0.23 exact match and BC 0.69 ± 0.11 (drift.md), so it is not
+    # asserted here. What is: DAgger, spending exactly its label budget, learns the task.
     gym.register_envs(textgym)
-    budget, seed = 1000, 0
+    budget, seed = 3000, 0
     val = load("reverse", split="validation").demonstrations()[:100]
-    bc_cfg = BCConfig(lr=1e-3, batch_size=32, eval_every=5, patience=8, seed=seed)
-
     lm = LanguageModel.from_pretrained(device="cpu")
-    pairs = load("reverse", split="train").demonstrations()
-    order = np.random.default_rng(seed).permutation(len(pairs))
-    demos = Demonstrations.from_pairs(lm, [pairs[i] for i in order]).within_budget(budget)
-    bc = BC(lm, demos, bc_cfg, val_data=val, progress_bar=False)
-    bc.learn(800)
-    bc.restore_best()
-    bc_score = exact_match(lm)
-
-    lm = LanguageModel.from_pretrained(device="cpu")
+    untrained = exact_match(lm)
     env = gym.make_vec("textgym/Reverse-v0", num_envs=32, model=lm, max_new_tokens=8)
     cfg = DAggerConfig(
         beta_schedule="exponential",
         beta0=1.0,
         beta_decay=0.5,
-        episodes_per_iteration=36,
-        steps_per_iteration=300,
+        episodes_per_iteration=109,  # 600 labels / 5.5 a demonstration
+        steps_per_iteration=800,
         label_budget=budget,
-        bc=bc_cfg,
+        bc=BCConfig(lr=1e-3, batch_size=32, eval_every=5, patience=8, seed=seed),
         seed=seed,
     )
     dagger = DAgger(lm, env, cfg, val_data=val, progress_bar=False)
@@ -228,8 +250,5 @@ def test_dagger_matches_or_beats_bc_at_the_same_label_budget() -> None:
     if dagger.n_labels < budget:
         dagger.learn(1)
     assert dagger.n_labels == budget
-    dagger_score = exact_match(lm)
-    # Measured (seed 0, one torch thread, CPU): BC 0.137, DAgger 0.143 exact match on the 300 test
-    # prompts. A thin margin: over 3 seeds and other budgets DAgger is not better than BC on this
-    # task (experiments/results/drift.md).
-    assert dagger_score >= bc_score, (bc_score, dagger_score)
+    # Measured (seed 0, one torch thread, CPU): untrained 0.023, DAgger 0.81; worst seed 0.37.
+    assert exact_match(lm) > untrained + 0.25, untrained
