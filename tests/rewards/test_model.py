@@ -3,6 +3,7 @@ similarity."""
 
 from __future__ import annotations
 
+import pickle
 import sys
 from pathlib import Path
 
@@ -145,6 +146,78 @@ def test_classifier_batched_equals_one_by_one(fixture: str, request: pytest.Fixt
     np.testing.assert_allclose(out, loop, rtol=1e-5, atol=1e-6)
 
 
+# Lengths from 0 to 24 words, shuffled, so that length buckets reorder the rows.
+MIXED = [
+    " ".join(WORDS[(3 * i + k) % len(WORDS)] for k in range(n))
+    for i, n in enumerate([7, 0, 24, 1, 13, 3, 19, 5, 2, 11, 24, 9, 1, 16, 4])
+]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_bert_classifier", "tiny_gpt2_classifier"])
+def test_classifier_length_buckets_keep_order_and_per_sample_values(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    path = request.getfixturevalue(fixture)
+    # 4 rows and 24 tokens at most per forward: many buckets of mixed sizes, one row alone.
+    small = R.make("classifier", path=path, label=1, device="cpu", batch_size=4, batch_tokens=24)
+    whole = R.make("classifier", path=path, label=1, device="cpu", batch_size=64)
+    texts = [*MIXED, MIXED[2], MIXED[0]]  # repeats are scored once and copied to both places
+    loop = np.concatenate([whole([""], [t]) for t in texts])
+    np.testing.assert_allclose(small([""] * len(texts), texts), loop, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(whole([""] * len(texts), texts), loop, rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(loop, 6))) > len(texts) // 2  # distinct values: order is checked
+
+
+def test_classifier_right_pads_whatever_the_tokenizer_padding_side(
+    tiny_gpt2_classifier: str,
+) -> None:
+    # GPT-2 reads absolute positions from 0: left padding would shift every shorter row.
+    r = R.make("classifier", path=tiny_gpt2_classifier, device="cpu", batch_size=64)
+    r.encoder.tokenizer.padding_side = "left"  # as a tokenizer set up for generation has it
+    loop = np.concatenate([r([""], [t]) for t in MIXED])
+    np.testing.assert_allclose(r([""] * len(MIXED), MIXED), loop, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_rejects_a_bad_token_budget(tiny_bert_classifier: str) -> None:
+    with pytest.raises(ValueError, match="batch_tokens must be >= 1 or None, got 0"):
+        R.make("classifier", path=tiny_bert_classifier, device="cpu", batch_tokens=0)
+
+
+def test_length_buckets_cover_every_row_once_within_both_limits() -> None:
+    from textgym.rewards.model import length_buckets
+
+    lengths = [5, 1, 9, 1, 30, 2, 9, 4, 7, 3]
+    buckets = length_buckets(lengths, batch_size=3, batch_tokens=16)
+    assert sorted(np.concatenate(buckets).tolist()) == list(range(len(lengths)))
+    flat = [lengths[i] for b in buckets for i in b]
+    assert flat == sorted(lengths)  # shortest first, stable
+    for b in buckets:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 16
+    assert [lengths[i] for i in buckets[-1]] == [30]  # over the budget alone: a bucket of its own
+    assert [len(b) for b in length_buckets(lengths, batch_size=4, batch_tokens=None)] == [4, 4, 2]
+
+
+def test_fused_gelu_is_the_same_function(tiny_gpt2_classifier: str) -> None:
+    from textgym.rewards.model import fuse_gelu_
+
+    model = GPT2ForSequenceClassification.from_pretrained(tiny_gpt2_classifier).eval()
+    ids = torch.randint(2, TINY_VOCAB, (3, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        assert fuse_gelu_(model) == 2  # one per layer
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
+    assert fuse_gelu_(model) == 0
+
+
+def test_classifier_with_fused_gelu_survives_pickling(tiny_gpt2_classifier: str) -> None:
+    # Vector-env workers receive rewards through pickle (gymnasium's AsyncVectorEnv).
+    r = R.make("classifier", path=tiny_gpt2_classifier, device="cpu")
+    clone = pickle.loads(pickle.dumps(r))
+    np.testing.assert_array_equal(clone([""] * 3, MIXED[:3]), r([""] * 3, MIXED[:3]))
+
+
 def test_classifier_label_by_name_and_index(tiny_bert_classifier: str) -> None:
     probs = np.stack(
         [
@@ -274,6 +347,19 @@ def test_bertscore_mode(minilm: str) -> None:
     assert same == pytest.approx(1.0, abs=1e-5)
     assert 0.0 < para < same
     assert empty == 0.0
+
+
+@pytest.mark.parametrize("mode", ["cosine", "bertscore"])
+def test_similarity_batched_equals_per_sample_in_order(minilm: str, mode: str) -> None:
+    completions = ["a man plays guitar", "", "two dogs run on the beach " * 6, "a cat", "A cat."]
+    shared = ["a man is playing a guitar", "a dog runs on the sand"]  # refs of several samples
+    refs = [shared, ["nothing alike"], [*shared, "dogs at the sea"], shared, ["a cat sleeps"]]
+    small = R.make("similarity", mode=mode, device="cpu", batch_size=2, batch_tokens=24)
+    whole = R.make("similarity", mode=mode, device="cpu")
+    prompts = [""] * len(completions)
+    loop = np.concatenate([whole([""], [c], [r]) for c, r in zip(completions, refs, strict=True)])
+    np.testing.assert_allclose(small(prompts, completions, refs), loop, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(whole(prompts, completions, refs), loop, rtol=1e-5, atol=1e-5)
 
 
 def test_similarity_needs_references() -> None:

@@ -7,6 +7,7 @@ slow test trains r_φ on the synthetic review preferences and checks held-out pa
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,40 @@ def test_score_is_batched_in_input_order_and_keeps_the_mode(tiny_rm: RewardModel
     assert together.dtype == np.float32
     assert together.shape == (3,)
     np.testing.assert_allclose(together, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_score_in_length_buckets_equals_one_row_at_a_time_in_order(tiny_rm: RewardModel) -> None:
+    words = ["the", "movie", "was", "very", "good", "but", "the", "plot", "is", "not"]
+    lengths = [9, 1, 14, 2, 6, 0, 11, 3, 8]  # shuffled: buckets reorder the rows
+    prompts = ["a" if n % 2 else "this film" for n in lengths]
+    completions = [" ".join(words[k % len(words)] for k in range(n)) for n in lengths]
+    pairs = zip(prompts, completions, strict=True)
+    one_by_one = np.concatenate([tiny_rm.score([p], [c]) for p, c in pairs])
+    # 3 rows and 16 tokens at most per forward: several buckets, the longest rows alone.
+    small = tiny_rm.score(prompts, completions, batch_size=3, batch_tokens=16)
+    np.testing.assert_allclose(small, one_by_one, rtol=1e-5, atol=1e-5)
+    reward = RewardModelReward(tiny_rm, batch_size=3, batch_tokens=16)
+    np.testing.assert_allclose(reward(prompts, completions), one_by_one, rtol=1e-5, atol=1e-5)
+    assert len(set(np.round(one_by_one, 5))) == len(lengths)  # distinct: order is checked
+    with pytest.raises(ValueError, match="batch_tokens must be >= 1 or None, got 0"):
+        RewardModelReward(tiny_rm, batch_tokens=0)
+
+
+def test_fused_gelu_trunk_computes_the_policy_trunk_function(tiny_gpt2_lm: Any) -> None:
+    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu").eval()
+    assert not any(type(m).__name__ == "NewGELUActivation" for m in rm.modules())
+    assert any(type(m).__name__ == "NewGELUActivation" for m in tiny_gpt2_lm.model.modules())
+    ids, mask, _ = rm.tokenize(["the movie"], ["was great"])
+    with torch.no_grad():
+        hidden = tiny_gpt2_lm.model.base_model(input_ids=ids, attention_mask=mask)[0]  # (1, L, H)
+        assert_close(rm(ids, mask), rm.head(hidden[:, -1]).squeeze(-1), rtol=1e-5, atol=1e-6)
+
+
+def test_reward_adapter_survives_pickling(tiny_gpt2_lm: Any) -> None:
+    reward = RewardModelReward(RewardModel.from_backbone(tiny_gpt2_lm, device="cpu").eval())
+    clone = pickle.loads(pickle.dumps(reward))
+    prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
+    np.testing.assert_array_equal(clone(prompts, completions), reward(prompts, completions))
 
 
 def test_normalize_folds_mean_and_std_into_the_head(tiny_gpt2_lm: Any) -> None:
