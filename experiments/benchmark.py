@@ -27,7 +27,7 @@ skips cells already there, so an interrupted benchmark resumes where it stopped.
 script writes ``<out>/benchmark.md``, ``<out>/benchmark.csv`` (mean and std of every metric per
 (agent, task)) and one bar chart per metric, ``<out>/benchmark_<metric>.png``.
 
-    python experiments/benchmark.py --quick                     # ~10 min on 2 CPU cores
+    python experiments/benchmark.py --quick                     # ~4 min on 2 CPU cores
     python experiments/benchmark.py                             # full budget, ~1 h
     python experiments/benchmark.py --model gpt2 --device cuda --agents ppo dpo --tasks reviews
 """
@@ -61,7 +61,7 @@ TASKS = ("reviews", "concepts", "reverse")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What a benchmark run does; ``quick()`` is the ~10 minute version."""
+    """What a benchmark run does; ``quick()`` is the ~4 minute version."""
 
     model: str = textgym.DEFAULT_MODEL
     """HF path or hub name of the starting policy (and π_ref)."""
