@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import statistics
 import sys
@@ -464,6 +465,9 @@ def main(argv: list[str] | None = None) -> None:
 def main_with(cfg: BenchConfig) -> None:
     """Run or resume ``cfg``, then write the tables and plots and print the Markdown table."""
     start = time.perf_counter()
+    plots = importlib.util.find_spec("matplotlib") is not None  # known before hours of training
+    if not plots:
+        print("# matplotlib is not installed: tables only, no plots (pip install matplotlib)")
     run(cfg)
     # The tables cover every finished cell in the output dir, so runs over different agent/task
     # subsets (all with one budget: check_same_config) add up to one benchmark.
@@ -471,7 +475,8 @@ def main_with(cfg: BenchConfig) -> None:
     rows = summarise(records)
     out = Path(cfg.out)
     md = write_tables(rows, out)
-    plot(rows, out)
+    if plots:
+        plot(rows, out)
     name = "embedded" if cfg.model == textgym.DEFAULT_MODEL else cfg.model
     print(
         f"# benchmark: model {name}, device {cfg.device}, {cfg.seeds} seeds, "
