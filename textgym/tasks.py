@@ -474,7 +474,7 @@ class Task:
         """
         if isinstance(ds, str):
             try:
-                import datasets  # type: ignore[import-untyped]  # ships no type stubs
+                import datasets
             except ImportError as err:
                 raise ImportError(
                     "Task.from_dataset(<name>) needs the optional package `datasets`: "
