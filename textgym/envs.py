@@ -767,9 +767,15 @@ class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
         render_mode: str | None = None,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            hint = (
+                " (stable-baselines3's make_vec_env asks for 'rgb_array' unless told otherwise: "
+                "pass env_kwargs={'render_mode': None})"
+                if render_mode == "rgb_array"
+                else ""
+            )
             raise ValueError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, "
-                f"got {render_mode!r}"
+                f"got {render_mode!r}{hint}"
             )
         self.config = build_config(
             model,

@@ -142,3 +142,14 @@ def test_sb3_ppo_with_the_transformer_policy_raises_sentiment() -> None:
     after = evaluate_policy(lm, held_out, ref=ref, seed=1)
     # Measured (seed 0): 0.533 -> 0.736 (KL 4.4); experiments/repro_rl_sentiment.py
     assert after["reward"] > before["reward"] + 0.1, (before, after)
+
+
+def test_make_vec_env_needs_render_mode_none_and_says_so(tiny_gpt2_dir: str) -> None:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    task = Task.from_list(PROMPTS)
+    kwargs = {"model": tiny_gpt2_dir, "task": task, "reward": good_count, "max_new_tokens": 5}
+    with pytest.raises(ValueError, match=r"env_kwargs=\{'render_mode': None\}"):
+        make_vec_env("TextGen-v0", n_envs=2, env_kwargs=kwargs)
+    venv = make_vec_env("TextGen-v0", n_envs=2, env_kwargs={**kwargs, "render_mode": None})
+    assert venv.reset()["input_ids"].shape[0] == 2
