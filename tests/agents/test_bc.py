@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from textgym.agents import BC, BCConfig, Demonstrations
 from textgym.agents.bc import bc_loss, state_logits
-from textgym.agents.dagger import collect_labelled
 from torch.testing import assert_close
+from toy import reverse_exact_match
 
 import textgym
 from textgym import LanguageModel
@@ -132,22 +131,8 @@ def test_resume_is_identical(lm: LanguageModel, tiny_gpt2_dir: str, tmp_path: Pa
 # ---------------------------------------------------------------------------- learning
 
 
-def exact_match(lm: LanguageModel, n: int = 150) -> float:
-    """Greedy exact match on the first n test prompts of the reverse task."""
-    env = gym.make_vec("textgym/Reverse-v0", num_envs=n, model=lm, split="test", max_new_tokens=8)
-    out = collect_labelled(
-        lm,
-        env,
-        0.0,
-        generator=torch.Generator(),
-        greedy=True,
-        options={"prompt_index": np.arange(n)},
-    )
-    wrong = ((out.learner_actions != out.data.labels) & (out.data.mask > 0)).any(1)
-    # A greedy text that stopped early is wrong too: its last action must be the expert's EOS.
-    lengths = out.data.mask.sum(1).long()
-    ended = out.data.labels[torch.arange(n), lengths - 1] == lm.eos_token_id
-    return float((~wrong & ended).float().mean())
+def exact_match(lm: LanguageModel) -> float:
+    return reverse_exact_match(lm, 150)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from textgym.agents.dagger import (
     beta_linear,
     collect_labelled,
 )
+from toy import reverse_exact_match
 
 import textgym
 from textgym import LanguageModel
@@ -206,21 +207,8 @@ def test_each_fit_starts_from_the_initial_weights_unless_warm_start(
 # ---------------------------------------------------------------------------- learning
 
 
-def exact_match(lm: LanguageModel, n: int = 300) -> float:
-    """Greedy exact match on the test prompts of the reverse task (all 300 by default)."""
-    env = gym.make_vec("textgym/Reverse-v0", num_envs=n, model=lm, split="test", max_new_tokens=8)
-    out = collect_labelled(
-        lm,
-        env,
-        0.0,
-        generator=torch.Generator(),
-        greedy=True,
-        options={"prompt_index": np.arange(n)},
-    )
-    wrong = ((out.learner_actions != out.data.labels) & (out.data.mask > 0)).any(1)
-    lengths = out.data.mask.sum(1).long()
-    ended = out.data.labels[torch.arange(n), lengths - 1] == lm.eos_token_id
-    return float((~wrong & ended).float().mean())
+def exact_match(lm: LanguageModel) -> float:
+    return reverse_exact_match(lm, 300)
 
 
 @pytest.mark.slow

@@ -1,10 +1,14 @@
-"""The toy RL problem of the agent tests: count "good" in 6 tokens after a few short prompts."""
+"""Shared by the agent tests: the toy RL problem (count "good" in 6 tokens after a few short
+prompts) and the reverse task's exact match."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+import torch
+from textgym.agents.dagger import collect_labelled
 
 from textgym import LanguageModel
 from textgym.tasks import Task
@@ -23,3 +27,21 @@ def make_env(lm: LanguageModel, num_envs: int = 8, **kwargs: Any) -> Any:
     return gym.make_vec(
         "TextGen-v0", num_envs=num_envs, model=lm, task=Task.from_list(PROMPTS), **kwargs
     )
+
+
+def reverse_exact_match(lm: LanguageModel, n: int) -> float:
+    """Greedy exact match on the first ``n`` test prompts of the reverse task (the oracle task)."""
+    env = gym.make_vec("textgym/Reverse-v0", num_envs=n, model=lm, split="test", max_new_tokens=8)
+    out = collect_labelled(
+        lm,
+        env,
+        0.0,
+        generator=torch.Generator(),
+        greedy=True,
+        options={"prompt_index": np.arange(n)},
+    )
+    wrong = ((out.learner_actions != out.data.labels) & (out.data.mask > 0)).any(1)
+    # A greedy text that stopped early is wrong too: its last action must be the expert's EOS.
+    lengths = out.data.mask.sum(1).long()
+    ended = out.data.labels[torch.arange(n), lengths - 1] == lm.eos_token_id
+    return float((~wrong & ended).float().mean())
