@@ -72,6 +72,7 @@ from textgym.tasks import Task, load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from repro_drift import mean_std, position_table
+from repro_drift import plot as drift_plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUMMARY = ("closed", "forced", "gap", "clean", "after", "exact", "sentiment", "labels", "seconds")
@@ -353,37 +354,16 @@ def write_results(
 
 
 def plot(results: Results, positions: list[int], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.2), squeeze=False, sharey=True)
-    x = np.array(positions)
-    for ax, (budget, scores) in zip(axes[0], results.items(), strict=True):
-        for i, (method, ss) in enumerate(scores.items()):
-            for key, style in (("closed_t", "-"), ("forced_t", ":")):
-                ys = 1 - np.stack([getattr(s, key)[positions] for s in ss])  # (seeds, T) error
-                m, sd = ys.mean(0), ys.std(0)
-                closed = key == "closed_t"
-                ax.plot(
-                    x,
-                    m,
-                    style,
-                    color=f"C{i}",
-                    marker="o" if closed else None,
-                    label=method if closed else None,
-                )
-                if closed and len(ss) > 1:
-                    ax.fill_between(x, m - sd, m + sd, color=f"C{i}", alpha=0.15)
-        ax.set_title(f"{budget} labels: own prefixes (solid) vs teacher's (dotted)")
-        ax.set_xlabel("completion position t")
-        ax.set_ylim(0, 1)
-        ax.legend()
-    axes[0][0].set_ylabel("disagreement with the teacher's argmax")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    drift_plot(
+        results,  # type: ignore[arg-type]  # the same layout, with this script's Score
+        positions,
+        path,
+        keys=("closed_t", "forced_t"),
+        error=lambda agreement: 1 - agreement,
+        title="{budget} labels: own prefixes (solid) vs teacher's (dotted)",
+        xlabel="completion position t",
+        ylabel="disagreement with the teacher's argmax",
+    )
 
 
 def main() -> None:

@@ -288,7 +288,21 @@ def write_results(results: Results, cfg: DriftConfig, command: str, out: Path) -
     plot(results, positions, out / "drift.png")
 
 
-def plot(results: Results, positions: list[int], path: Path) -> None:
+def plot(
+    results: Results,
+    positions: list[int],
+    path: Path,
+    keys: tuple[str, str] = ("closed", "forced"),
+    error: Callable[[np.ndarray], np.ndarray] = lambda ys: ys,
+    title: str = "{budget} expert labels: greedy (solid) vs teacher-forced (dotted)",
+    xlabel: str = "answer position t (each answer's last token is EOS)",
+    ylabel: str = "error rate vs the expert's label",
+) -> None:
+    """Error by position, one panel per budget: closed loop (solid, ± std band) vs teacher-forced.
+
+    ``keys`` name each Score's closed-loop and teacher-forced per-position arrays; ``error`` maps
+    their (seeds, T) stack to error rates (identity here; 1 - agreement in repro_distill_drift).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,20 +313,25 @@ def plot(results: Results, positions: list[int], path: Path) -> None:
     x = np.array(positions)
     for ax, (budget, scores) in zip(axes[0], results.items(), strict=True):
         for i, (method, ss) in enumerate(scores.items()):
-            for key, style in (("closed", "-"), ("forced", ":")):
-                ys = np.stack([getattr(s, key)[positions] for s in ss])  # (seeds, T)
+            for key, style in zip(keys, ("-", ":"), strict=True):
+                ys = error(np.stack([getattr(s, key)[positions] for s in ss]))  # (seeds, T)
                 m, sd = ys.mean(0), ys.std(0)
-                label = method if key == "closed" else None
+                closed = key == keys[0]
                 ax.plot(
-                    x, m, style, color=f"C{i}", marker="o" if key == "closed" else None, label=label
+                    x,
+                    m,
+                    style,
+                    color=f"C{i}",
+                    marker="o" if closed else None,
+                    label=method if closed else None,
                 )
-                if key == "closed" and len(ss) > 1:
+                if closed and len(ss) > 1:
                     ax.fill_between(x, m - sd, m + sd, color=f"C{i}", alpha=0.15)
-        ax.set_title(f"{budget} expert labels: greedy (solid) vs teacher-forced (dotted)")
-        ax.set_xlabel("answer position t (each answer's last token is EOS)")
+        ax.set_title(title.format(budget=budget))
+        ax.set_xlabel(xlabel)
         ax.set_ylim(0, 1)
         ax.legend()
-    axes[0][0].set_ylabel("error rate vs the expert's label")
+    axes[0][0].set_ylabel(ylabel)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
