@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 from textgym.agents import GAIL, GAILConfig, PPOConfig
@@ -19,6 +18,7 @@ from textgym.agents.gail import (
     reward_gail,
 )
 from torch.testing import assert_close
+from toy import reverse_greedy_scores
 
 import textgym
 from textgym import LanguageModel
@@ -174,22 +174,7 @@ def test_resume_is_identical(lm: LanguageModel, tiny_gpt2_dir: str, tmp_path: Pa
 
 def agreement(lm: LanguageModel, n: int = 150) -> tuple[float, float]:
     """Greedy (expert-agreement rate over the expert's positions, exact match) on test prompts."""
-    from textgym.agents.dagger import collect_labelled
-
-    env = gym.make_vec("textgym/Reverse-v0", num_envs=n, model=lm, split="test", max_new_tokens=8)
-    out = collect_labelled(
-        lm,
-        env,
-        0.0,
-        generator=torch.Generator(),
-        greedy=True,
-        options={"prompt_index": np.arange(n)},
-    )
-    m = out.data.mask > 0
-    right = (out.learner_actions == out.data.labels) & m
-    lengths = out.data.mask.sum(1).long()
-    ended = out.data.labels[torch.arange(n), lengths - 1] == lm.eos_token_id
-    return float(right.sum() / m.sum()), float(((right.sum(1) == lengths) & ended).float().mean())
+    return reverse_greedy_scores(lm, n)
 
 
 @pytest.mark.slow

@@ -29,8 +29,9 @@ def make_env(lm: LanguageModel, num_envs: int = 8, **kwargs: Any) -> Any:
     )
 
 
-def reverse_exact_match(lm: LanguageModel, n: int) -> float:
-    """Greedy exact match on the first ``n`` test prompts of the reverse task (the oracle task)."""
+def reverse_greedy_scores(lm: LanguageModel, n: int) -> tuple[float, float]:
+    """Greedy (agreement with the expert over its positions, exact match) on the first ``n`` test
+    prompts of the reverse task (the oracle task)."""
     env = gym.make_vec("textgym/Reverse-v0", num_envs=n, model=lm, split="test", max_new_tokens=8)
     out = collect_labelled(
         lm,
@@ -40,8 +41,14 @@ def reverse_exact_match(lm: LanguageModel, n: int) -> float:
         greedy=True,
         options={"prompt_index": np.arange(n)},
     )
-    wrong = ((out.learner_actions != out.data.labels) & (out.data.mask > 0)).any(1)
+    m = out.data.mask > 0
+    right = (out.learner_actions == out.data.labels) & m
     # A greedy text that stopped early is wrong too: its last action must be the expert's EOS.
     lengths = out.data.mask.sum(1).long()
     ended = out.data.labels[torch.arange(n), lengths - 1] == lm.eos_token_id
-    return float((~wrong & ended).float().mean())
+    return float(right.sum() / m.sum()), float(((right.sum(1) == lengths) & ended).float().mean())
+
+
+def reverse_exact_match(lm: LanguageModel, n: int) -> float:
+    """Greedy exact match on the first ``n`` test prompts of the reverse task."""
+    return reverse_greedy_scores(lm, n)[1]
