@@ -63,7 +63,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from textgym.agents import BC, PPO, BCConfig, DAgger, DAggerConfig, Demonstrations, PPOConfig
+from textgym.agents import BC, PPO, BCConfig, Demonstrations, PPOConfig
 from textgym.agents.dagger import LMExpert, collect_labelled
 
 import textgym
@@ -71,7 +71,7 @@ from textgym.lm import LanguageModel
 from textgym.tasks import Task, load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from repro_drift import mean_std, position_table
+from repro_drift import dagger_on_budget, mean_std, position_table
 from repro_drift import plot as drift_plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -269,22 +269,10 @@ def run_dagger(
 ) -> int:
     env = make_env(lm, teacher, cfg, cfg.dagger_envs, "train")
     per_episode = float(val.mask.sum(1).mean())  # the teacher's labels per text
-    per_iteration = cfg.budget / cfg.dagger_iterations
-    dcfg = DAggerConfig(
-        beta_schedule="exponential",
-        beta0=1.0,
-        beta_decay=0.5,
-        episodes_per_iteration=max(1, round(per_iteration / per_episode)),
-        steps_per_iteration=cfg.dagger_steps,
-        label_budget=cfg.budget,
-        bc=bc_config(seed),
-        seed=seed,
-    )
-    agent = DAgger(lm, env, dcfg, val_data=val, progress_bar=False)
-    agent.learn(cfg.dagger_iterations)
-    if agent.n_labels < cfg.budget:  # spend the rest: one more iteration, labels capped
-        agent.learn(1)
-    return agent.n_labels
+    return dagger_on_budget(
+        lm, env, cfg.budget, per_episode, cfg.dagger_iterations, cfg.dagger_steps,
+        bc_config(seed), seed, val,
+    )  # fmt: skip
 
 
 METHODS: dict[str, Method] = {"untrained": run_untrained, "BC": run_bc, "DAgger": run_dagger}

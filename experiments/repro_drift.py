@@ -169,26 +169,44 @@ def run_bc(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
     return demos.n_labels
 
 
-def run_dagger(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
-    env = make_env(lm, cfg, cfg.dagger_envs)
-    pairs = load("reverse", split="train").demonstrations()
-    per_episode = statistics.fmean(len(c.split()) + 1 for _, c in pairs)  # one token a word, EOS
-    per_iteration = cfg.budget / cfg.dagger_iterations
+def dagger_on_budget(
+    lm: LanguageModel,
+    env: gym.vector.VectorEnv,
+    budget: int,
+    labels_per_episode: float,
+    iterations: int,
+    steps: int,
+    bc: BCConfig,
+    seed: int,
+    val: object,
+) -> int:
+    """DAgger, β_i = 0.5^i, spending exactly ``budget`` expert labels over about ``iterations``
+    equal rounds (episodes per round from ``labels_per_episode``); returns the labels spent."""
     dcfg = DAggerConfig(
         beta_schedule="exponential",
         beta0=1.0,
         beta_decay=0.5,
-        episodes_per_iteration=max(1, round(per_iteration / per_episode)),
-        steps_per_iteration=cfg.dagger_steps,
-        label_budget=cfg.budget,
-        bc=bc_config(seed),
+        episodes_per_iteration=max(1, round(budget / iterations / labels_per_episode)),
+        steps_per_iteration=steps,
+        label_budget=budget,
+        bc=bc,
         seed=seed,
     )
     agent = DAgger(lm, env, dcfg, val_data=val, progress_bar=False)
-    agent.learn(cfg.dagger_iterations)
-    if agent.n_labels < cfg.budget:  # spend the rest: one more iteration, labels capped
+    agent.learn(iterations)
+    if agent.n_labels < budget:  # spend the rest: one more iteration, labels capped
         agent.learn(1)
     return agent.n_labels
+
+
+def run_dagger(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
+    pairs = load("reverse", split="train").demonstrations()
+    per_episode = statistics.fmean(len(c.split()) + 1 for _, c in pairs)  # one token a word, EOS
+    env = make_env(lm, cfg, cfg.dagger_envs)
+    return dagger_on_budget(
+        lm, env, cfg.budget, per_episode, cfg.dagger_iterations, cfg.dagger_steps,
+        bc_config(seed), seed, val,
+    )  # fmt: skip
 
 
 def run_gail(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
