@@ -74,6 +74,19 @@ def check_finite(update: int, terms: dict[str, Tensor]) -> None:
         raise FloatingPointError(f"non-finite loss at update {update}: {shown}")
 
 
+def global_sums(accelerator: Any, values: dict[str, Tensor], weight: float) -> dict[str, Tensor]:
+    """Σ over data-parallel processes of ``weight`` x each value, in one all-reduce.
+
+    With ``weight`` = this process's share of the global batch (or 1/W for values already
+    scaled by W), per-process means become global means. Without an accelerator the values are
+    returned as they are.
+    """
+    if accelerator is None:
+        return values
+    stacked = torch.stack([v.detach().double() * weight for v in values.values()])  # (K,)
+    return dict(zip(values, accelerator.reduce(stacked, reduction="sum").unbind(), strict=True))
+
+
 def check_reward(env: Any) -> None:
     """Score two completions with the env's reward now: a reward of the wrong shape fails here, at
     construction, not after the first round of generation."""
@@ -162,17 +175,13 @@ class OnPolicyAgent:
         return x if self.accelerator is None else self.accelerator.reduce(x, reduction="sum")
 
     def global_terms(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Loss terms as means over all processes (one all-reduce; the same dict in one process).
+        """Loss terms as global values, the same on every process (the same dict in one process).
 
         Each process's terms are its shard's share of the global token or episode mean scaled by
         W (see :meth:`token_mean`), so the mean over processes is the global value; logging and
         the finiteness check then agree on every process.
         """
-        if self.accelerator is None:
-            return terms
-        keys = list(terms)
-        stacked = torch.stack([terms[k].detach().float() for k in keys])
-        return dict(zip(keys, self.reduce(stacked) / self.world, strict=True))
+        return global_sums(self.accelerator, terms, 1.0 / self.world)
 
     def token_mean(self, x: Tensor, mask: Tensor, count: Tensor) -> Tensor:
         """Σ x·mask / count with ``count`` the global token count, scaled so that DDP's averaging

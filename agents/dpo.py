@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from textgym.agents._common import check_finite, frozen_copy
+from textgym.agents._common import check_finite, frozen_copy, global_sums
 from torch import Tensor, nn
 
 from textgym.lm import LanguageModel
@@ -352,14 +352,6 @@ class DPO:
         rank, b = int(self.accelerator.process_index), len(index)
         return index[rank * b // self.world : (rank + 1) * b // self.world]
 
-    def _global_means(self, means: dict[str, Tensor], n_local: int, n: int) -> dict[str, Tensor]:
-        """Means over the n pairs of all processes from this one's means over its ``n_local``."""
-        if self.accelerator is None:
-            return means
-        sums = torch.stack([v.detach().double() * n_local for v in means.values()])  # (K,)
-        total = self.accelerator.reduce(sums, reduction="sum") / n  # (K,)
-        return dict(zip(means, total.unbind(), strict=True))
-
     def learn(self, n_updates: int) -> list[dict[str, float]]:
         """Run ``n_updates`` optimizer updates of the chosen loss; return their history rows.
 
@@ -383,7 +375,7 @@ class DPO:
             loss = loss_fn(p, self.cfg)
             terms = {"loss": loss, **pair_means(p, self.cfg.beta)}
             terms |= {"logp_ref_w": p.ref_w.mean(), "logp_ref_l": p.ref_l.mean()}
-            means = self._global_means(terms, len(shard), len(index))
+            means = global_sums(self.accelerator, terms, len(shard) / len(index))
             check_finite(  # on global means: every process raises together, none hangs in DDP
                 self.step,
                 {
