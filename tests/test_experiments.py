@@ -110,4 +110,5 @@ def test_benchmark_agent_cell(bench, agent: str, tmp_path: Path) -> None:  # typ
     )
     records = bench.run(cfg, progress=False)
     assert [(r["agent"], r["task"]) for r in records] == [(agent, "reverse")]
-    assert records[0]["metrics"]["kl"] != 0.0  # trained: π_θ is no longer π_ref
+    # Trained: π_θ is no longer π_ref (an untrained policy's k1 estimate is float noise, ~1e-7).
+    assert abs(records[0]["metrics"]["kl"]) > 1e-3
