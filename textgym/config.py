@@ -20,7 +20,6 @@ import numbers
 import types
 import typing
 from collections.abc import Mapping
-from functools import cache
 from typing import Any, Literal, TypeVar, Union
 
 import numpy as np
@@ -30,9 +29,13 @@ __all__ = ["check_fields", "check_range", "config_from_dict", "config_to_dict"]
 C = TypeVar("C")
 
 
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    if cls not in _HINTS:  # resolving string annotations is slow: once per class
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _union_args(hint: Any) -> tuple[Any, ...] | None:
