@@ -26,18 +26,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from textgym.checkpoint import load_state, require_part, restoring, save_state
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, Sampling, collect, evaluate
 from textgym.training import (
     CSVLogger,
     ValueHead,
+    check_policy_env,
     hidden_size,
     is_peft,
-    load_state,
     peft_language_model,
     progress,
     rng_state,
-    save_state,
     set_rng_state,
 )
 
@@ -114,6 +114,11 @@ def frozen_copy(policy: LanguageModel) -> LanguageModel:
 class OnPolicyAgent:
     """Base of the on-policy agents; subclasses implement ``_update`` and ``_needs_value_head``."""
 
+    config_class: type
+    """The agent's config dataclass (a checkpoint's config.json is rebuilt into it)."""
+    agent_name: str = ""
+    """The name a checkpoint records (``load`` refuses another agent's); default: the class name."""
+
     def __init__(
         self,
         policy: LanguageModel,
@@ -126,6 +131,7 @@ class OnPolicyAgent:
         tensorboard: bool = False,
         progress_bar: bool = True,
     ) -> None:
+        check_policy_env(type(self).__name__, policy, env)
         self.policy, self.env, self.config = policy, env, config
         check_reward(env)
         self.device = policy.device
@@ -251,6 +257,10 @@ class OnPolicyAgent:
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    @classmethod
+    def _name(cls) -> str:
+        return cls.agent_name or cls.__name__
+
     def save(self, directory: str | Path) -> None:
         """Write policy (plain HF dir), reference, value head, optimizer, RNG states, step count.
 
@@ -262,21 +272,26 @@ class OnPolicyAgent:
             if not self.accelerator.is_main_process:
                 return
         path = Path(directory)
+        parts = ["policy"]
         if is_peft(self.policy):
             self.policy.model.save_pretrained(path / "adapter")
             merged = copy.deepcopy(self.policy.model).merge_and_unload()
             LanguageModel(merged, self.policy.tokenizer).save_pretrained(path / "policy")
             base = copy.deepcopy(self.policy.model).unload()
             LanguageModel(base, self.policy.tokenizer).save_pretrained(path / "reference")
+            parts += ["reference", "adapter"]
         else:
             self.policy.save_pretrained(path / "policy")
             if isinstance(self.ref, LanguageModel):
                 self.ref.save_pretrained(path / "reference")
+                parts.append("reference")
         save_state(
             path,
-            {
+            agent=self._name(),
+            config=self.config,
+            parts=parts,
+            state={
                 "step": self.step,
-                "config": self.config,
                 "optimizer": self.optimizer.state_dict(),
                 "value_head": None if self.value_head is None else self.value_head.state_dict(),
                 "rng": rng_state(self.generator, self.np_rng, self.env),
@@ -287,27 +302,37 @@ class OnPolicyAgent:
 
     @classmethod
     def load(cls, directory: str | Path, env: Any, *, device: str = "auto", **kwargs: Any) -> Any:
-        """Rebuild an agent saved by :meth:`save` around ``env`` and resume where it stopped."""
+        """Rebuild an agent saved by :meth:`save` around ``env`` and resume where it stopped.
+
+        Every part the checkpoint lists must be there: a missing ``reference/`` is an error, never
+        a frozen copy of the trained policy.
+        """
         path = Path(directory)
-        state = load_state(path)
+        config, state = load_state(path, agent=cls._name(), config_class=cls.config_class)
         ref = None
-        if (path / "adapter").exists():
-            try:
-                from peft import PeftModel
-            except ImportError as err:
-                raise ImportError("this checkpoint holds a LoRA adapter: pip install peft") from err
-            base = LanguageModel.from_pretrained(path / "reference", device=device)
-            peft_model = PeftModel.from_pretrained(base.model, path / "adapter", is_trainable=True)
-            policy = peft_language_model(base, peft_model)
-        else:
-            policy = LanguageModel.from_pretrained(path / "policy", device=device)
-            if (path / "reference").exists():
-                ref = LanguageModel.from_pretrained(path / "reference", device=device)
-        agent = cls(policy, env, config=state["config"], ref=ref, **kwargs)
-        if agent.value_head is not None:
-            agent.value_head.load_state_dict(state["value_head"])
-        agent.optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], agent.generator, agent.np_rng, env)
-        agent.step, agent.history = state["step"], state["history"]
-        agent._load_extra_state(state["extra"])
+        with restoring(path):
+            if (path / "adapter").exists():
+                try:
+                    from peft import PeftModel
+                except ImportError as err:
+                    raise ImportError(
+                        "this checkpoint holds a LoRA adapter: pip install peft"
+                    ) from err
+                base = LanguageModel.from_pretrained(require_part(path, "reference"), device=device)
+                peft_model = PeftModel.from_pretrained(
+                    base.model, path / "adapter", is_trainable=True
+                )
+                policy = peft_language_model(base, peft_model)
+            else:
+                policy = LanguageModel.from_pretrained(require_part(path, "policy"), device=device)
+                if (path / "reference").exists():
+                    ref = LanguageModel.from_pretrained(path / "reference", device=device)
+        agent = cls(policy, env, config=config, ref=ref, **kwargs)
+        with restoring(path):
+            if agent.value_head is not None:
+                agent.value_head.load_state_dict(state["value_head"])
+            agent.optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"], agent.generator, agent.np_rng, env)
+            agent.step, agent.history = state["step"], state["history"]
+            agent._load_extra_state(state["extra"])
         return agent

@@ -32,9 +32,11 @@ import torch
 from textgym.agents._common import check_finite
 from torch import Tensor
 
+from textgym.checkpoint import load_state, restoring, save_state
+from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.tasks import Task
-from textgym.training import CSVLogger, load_state, progress, save_state
+from textgym.training import CSVLogger, progress
 
 
 @dataclass(frozen=True)
@@ -61,18 +63,15 @@ class BCConfig:
     """Seeds the validation split and the data order."""
 
     def __post_init__(self) -> None:
-        for name in ("lr", "batch_size", "eval_every"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"BCConfig.{name} must be > 0, got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError(
-                "BCConfig.weight_decay and max_grad_norm must be >= 0, got "
-                f"{self.weight_decay}, {self.max_grad_norm}"
-            )
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"BCConfig.patience must be >= 1 or None, got {self.patience}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"BCConfig.val_fraction must be in [0, 1), got {self.val_fraction}")
+        check_fields(self)
+        check_range(self, "lr", low=0, low_open=True)
+        for name in ("batch_size", "eval_every"):
+            check_range(self, name, low=1)
+        for name in ("weight_decay", "max_grad_norm"):
+            check_range(self, name, low=0)
+        check_range(self, "patience", low=1)  # None passes: never stop early
+        check_range(self, "val_fraction", low=0, high=1, high_open=True)
+        check_range(self, "seed", low=0, high=2**32 - 1)
 
 
 def bc_loss(
@@ -114,6 +113,10 @@ class Demonstrations:
 
     def to(self, device: torch.device | str) -> Demonstrations:
         return Demonstrations(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The tensors by field name, for a checkpoint (``Demonstrations(**d)`` rebuilds it)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_pairs(cls, lm: LanguageModel, pairs: Sequence[tuple[str, str]]) -> Demonstrations:
@@ -331,17 +334,19 @@ class BC:
         """Write the policy (HF dir), optimizer, data order, early-stopping state, data and step."""
         path = Path(directory)
         self.policy.save_pretrained(path / "policy")
-        fields = ("step", "epoch", "cursor", "order", "best", "bad_evals", "stopped", "history")
         save_state(
             path,
-            {
-                "config": self.config,
+            agent="BC",
+            config=self.config,
+            parts=["policy"],
+            state={
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(),
-                "train_data": self.train_data.to("cpu"),
-                "val_data": None if self.val_data is None else self.val_data.to("cpu"),
+                "train_data": self.train_data.state_dict(),
+                "val_data": None if self.val_data is None else self.val_data.state_dict(),
                 "best_weights": self.best_weights,
-                **{f: getattr(self, f) for f in fields},
+                **{f: getattr(self, f) for f in _RESUMED},
+                "order": self.order,
             },
         )
 
@@ -349,15 +354,25 @@ class BC:
     def load(cls, directory: str | Path, *, device: str = "auto", **kwargs: Any) -> BC:
         """Rebuild a learner saved by :meth:`save`; ``learn`` then continues identically."""
         path = Path(directory)
-        state = load_state(path)
-        policy = LanguageModel.from_pretrained(path / "policy", device=device)
-        agent = cls(
-            policy, state["train_data"], state["config"], val_data=state["val_data"], **kwargs
-        )
-        agent.optimizer.load_state_dict(state["optimizer"])
-        agent.generator.set_state(state["generator"])
-        for f in ("step", "epoch", "cursor", "best", "bad_evals", "stopped", "history"):
-            setattr(agent, f, state[f])
-        agent.order = state["order"].to(agent.device)
-        agent.best_weights = state["best_weights"]
+        config, state = load_state(path, agent="BC", config_class=BCConfig)
+        with restoring(path):
+            policy = LanguageModel.from_pretrained(path / "policy", device=device)
+            val = state["val_data"]
+            agent = cls(
+                policy,
+                Demonstrations(**state["train_data"]),
+                config,
+                val_data=None if val is None else Demonstrations(**val),
+                **kwargs,
+            )
+            agent.optimizer.load_state_dict(state["optimizer"])
+            agent.generator.set_state(state["generator"])
+            for f in _RESUMED:
+                setattr(agent, f, state[f])
+            agent.order = state["order"].to(agent.device)
+            agent.best_weights = state["best_weights"]
         return agent
+
+
+_RESUMED = ("step", "epoch", "cursor", "best", "bad_evals", "stopped", "history")
+"""BC's counters and early-stopping state, saved and restored as they are."""

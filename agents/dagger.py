@@ -37,11 +37,13 @@ import torch
 from textgym.agents.bc import BC, BCConfig, Demonstrations, as_demonstrations
 from torch import Tensor
 
+from textgym.checkpoint import load_state, restoring, save_state
+from textgym.config import check_fields, check_range
 from textgym.decoding import sample
 from textgym.envs import to_left_padded
 from textgym.lm import LanguageModel
 from textgym.tasks import BoundExpert, Expert, Task
-from textgym.training import load_state, progress, rng_state, save_state, set_rng_state
+from textgym.training import check_policy_env, progress, rng_state, set_rng_state
 
 BetaSchedule = Literal["constant", "linear", "exponential"]
 
@@ -74,22 +76,23 @@ class DAggerConfig:
     """Seeds the learner's samples, the mixture's coin flips and the env's first reset."""
 
     def __post_init__(self) -> None:
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(
-                f"beta_schedule must be one of {sorted(BETA_SCHEDULES)}, got {self.beta_schedule!r}"
+        if isinstance(self.beta_schedule, str) and self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(  # an unknown name is a bad value, not a bad type
+                f"DAggerConfig.beta_schedule must be one of {sorted(BETA_SCHEDULES)}, got "
+                f"{self.beta_schedule!r}"
             )
-        if not 0 <= self.beta0 <= 1 or self.beta_decay < 0:
-            raise ValueError(
-                f"need 0 <= beta0 <= 1 and beta_decay >= 0, got {self.beta0}, {self.beta_decay}"
-            )
+        check_fields(self)
+        check_range(self, "beta0", low=0, high=1)
+        check_range(self, "beta_decay", low=0)
         if self.beta_schedule == "exponential" and self.beta_decay > 1:
             raise ValueError(
-                f"an exponential schedule needs beta_decay <= 1, got {self.beta_decay}"
+                "DAggerConfig.beta_decay must be <= 1 with an exponential schedule, got "
+                f"{self.beta_decay}"
             )
-        if self.episodes_per_iteration < 1 or self.steps_per_iteration < 0:
-            raise ValueError("episodes_per_iteration must be >= 1 and steps_per_iteration >= 0")
-        if self.label_budget is not None and self.label_budget < 1:
-            raise ValueError(f"label_budget must be >= 1 or None, got {self.label_budget}")
+        check_range(self, "episodes_per_iteration", low=1)
+        check_range(self, "steps_per_iteration", low=0)
+        check_range(self, "label_budget", low=1)  # None passes: no cap
+        check_range(self, "seed", low=0, high=2**32 - 1)
 
 
 def beta_constant(i: int, beta0: float, p: float) -> float:
@@ -229,6 +232,7 @@ class DAgger:
         tensorboard: bool = False,
         progress_bar: bool = True,
     ) -> None:
+        check_policy_env(type(self).__name__, policy, env)
         self.policy, self.env, self.config, self.device = policy, env, config, policy.device
         env.expert_actions()  # fails now, naming the fix, when the task has no expert
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
@@ -333,13 +337,15 @@ class DAgger:
         self.bc.save(path / "bc")
         save_state(
             path,
-            {
-                "config": self.config,
+            agent="DAgger",
+            config=self.config,
+            parts=["bc"],
+            state={
                 "iteration": self.iteration,
                 "rounds": self.rounds,
                 "history": self.history,
                 "rng": rng_state(self.generator, self.np_rng, self.env),
-                "data": None if self.data is None else self.data.to("cpu"),
+                "data": None if self.data is None else self.data.state_dict(),
                 "init_weights": self.init_weights,
                 "init_optimizer": self.init_optimizer,
             },
@@ -351,18 +357,18 @@ class DAgger:
     ) -> DAgger:
         """Rebuild a DAgger run saved by :meth:`save` around ``env`` and resume where it stopped."""
         path = Path(directory)
-        state = load_state(path)
+        config, state = load_state(path, agent="DAgger", config_class=DAggerConfig)
         bc = BC.load(path / "bc", device=device, progress_bar=False)
-        agent = cls(bc.policy, env, replace(state["config"]), **kwargs)
-        agent.bc = bc
-        agent.init_weights, agent.init_optimizer = state["init_weights"], state["init_optimizer"]
-        agent.data = None if state["data"] is None else state["data"].to(agent.device)
-        agent.iteration, agent.rounds, agent.history = (
-            state["iteration"],
-            state["rounds"],
-            state["history"],
-        )
-        set_rng_state(state["rng"], agent.generator, agent.np_rng, env)
+        agent = cls(bc.policy, env, config, **kwargs)
+        with restoring(path):
+            agent.bc = bc
+            agent.init_weights = state["init_weights"]
+            agent.init_optimizer = state["init_optimizer"]
+            data = state["data"]
+            agent.data = None if data is None else Demonstrations(**data).to(agent.device)
+            agent.iteration, agent.rounds = state["iteration"], state["rounds"]
+            agent.history = state["history"]
+            set_rng_state(state["rng"], agent.generator, agent.np_rng, env)
         return agent
 
 

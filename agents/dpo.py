@@ -47,6 +47,8 @@ import torch.nn.functional as F
 from textgym.agents._common import check_finite, frozen_copy, global_sums
 from torch import Tensor, nn
 
+from textgym.checkpoint import load_state, restoring, save_state
+from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.preference import (
     PreferenceBatch,
@@ -55,7 +57,7 @@ from textgym.preference import (
     sequence_logps,
     tokenize_pairs,
 )
-from textgym.training import CSVLogger, load_state, progress, resolve_device, save_state
+from textgym.training import CSVLogger, progress, resolve_device
 
 LossType = Literal["sigmoid", "dpop", "ipo", "cdpo"]
 
@@ -94,22 +96,19 @@ class DPOConfig:
     """Show a tqdm bar during learn()."""
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
+        if isinstance(self.loss, str) and self.loss not in LOSSES:  # a value, not a type
             raise ValueError(f"DPOConfig.loss must be one of {sorted(LOSSES)}, got {self.loss!r}")
+        check_fields(self)
         for name in ("beta", "lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"DPOConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not self.lam >= 0:
-            raise ValueError(f"DPOConfig.lam must be >= 0, got {self.lam}")
-        if not 0 <= self.eps < 0.5:
-            raise ValueError(f"DPOConfig.eps must be in [0, 0.5), got {self.eps}")
+        check_range(self, "lam", low=0)
+        check_range(self, "eps", low=0, high=0.5, high_open=True)
         for name in ("warmup_steps", "eval_every", "max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"DPOConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise ValueError(f"DPOConfig.batch_size must be >= 1, got {self.batch_size}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ValueError(f"DPOConfig.max_length must be >= 2 or None, got {self.max_length}")
+            check_range(self, name, low=0)
+        check_range(self, "batch_size", low=1)
+        check_range(self, "max_length", low=2)  # None passes: the context window
+        check_range(self, "seed", low=0, high=2**32 - 1)
 
 
 def dpo_loss(
@@ -442,7 +441,7 @@ class DPO:
         return {"loss": LOSSES[self.cfg.loss](p, self.cfg).item(), **pair_metrics(p, self.cfg.beta)}
 
     def save(self, directory: str | Path) -> None:
-        """Write policy/, reference/ and trainer_state.pt (optimizer, step, data, cached π_ref).
+        """Write policy/, reference/ and the trainer state (optimizer, step, data, cached π_ref).
 
         Under ``accelerate`` every process calls it and the main process writes; it returns on all
         processes once the files are complete, so any process may ``load`` them next.
@@ -459,7 +458,6 @@ class DPO:
         self.policy.save_pretrained(path / "policy")
         self.ref.save_pretrained(path / "reference")
         state: dict[str, Any] = {
-            "config": self.cfg,
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -471,7 +469,7 @@ class DPO:
             # No RNG state to save: the data order is a function of (cfg.seed, step) and dropout
             # is off, so step and seed are the whole random state.
         }
-        save_state(path, state)
+        save_state(path, agent="DPO", config=self.cfg, parts=["policy", "reference"], state=state)
 
     @classmethod
     def load(cls, directory: str | Path, device: str | None = None, accelerator: Any = None) -> DPO:
@@ -483,27 +481,29 @@ class DPO:
             accelerator: as in the constructor; every process loads the checkpoint.
         """
         path = Path(directory)
-        state = load_state(path)
-        cfg: DPOConfig = state["config"]
+        cfg, state = load_state(path, agent="DPO", config_class=DPOConfig)
         if device is not None:
             cfg = dataclasses.replace(cfg, device=device)
         where = cfg.device if accelerator is None else cls._device(cfg.device, accelerator)
-        policy = LanguageModel.from_pretrained(path / "policy", device=where)
-        ref = LanguageModel.from_pretrained(path / "reference", device=where)
-        eval_data = None if state["eval_data"] is None else PreferenceBatch(**state["eval_data"])
-        agent = cls(
-            policy,
-            ref,
-            PreferenceBatch(**state["data"]),
-            eval_data,
-            cfg,
-            ref_logps=state["ref_logps"],
-            eval_ref_logps=state["eval_ref_logps"],
-            accelerator=accelerator,
-        )
-        agent.optimizer.load_state_dict(state["optimizer"])
-        agent.scheduler.load_state_dict(state["scheduler"])
-        agent.step, agent.history = state["step"], state["history"]
+        with restoring(path):
+            policy = LanguageModel.from_pretrained(path / "policy", device=where)
+            ref = LanguageModel.from_pretrained(path / "reference", device=where)
+            eval_data = (
+                None if state["eval_data"] is None else PreferenceBatch(**state["eval_data"])
+            )
+            agent = cls(
+                policy,
+                ref,
+                PreferenceBatch(**state["data"]),
+                eval_data,
+                cfg,
+                ref_logps=state["ref_logps"],
+                eval_ref_logps=state["eval_ref_logps"],
+                accelerator=accelerator,
+            )
+            agent.optimizer.load_state_dict(state["optimizer"])
+            agent.scheduler.load_state_dict(state["scheduler"])
+            agent.step, agent.history = state["step"], state["history"]
         return agent
 
 

@@ -40,12 +40,14 @@ from textgym.agents.bc import Demonstrations, as_demonstrations
 from textgym.agents.ppo import PPO, PPOConfig
 from torch import Tensor, nn
 
+from textgym.checkpoint import load_state, restoring, save_state
+from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout
 from textgym.tasks import Task
+from textgym.training import check_policy_env
 
 RewardType = Literal["gail", "airl"]
-GAIL_FILE = "gail_state.pt"
 ABSORBING_LR = 0.05
 """Adam step size of the absorbing logits b_w[n]."""
 
@@ -72,11 +74,14 @@ class GAILConfig:
     """Episodes of each side per discriminator step (T transitions each)."""
 
     def __post_init__(self) -> None:
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {sorted(REWARDS)}, got {self.reward!r}")
-        for name in ("disc_lr", "disc_epochs", "disc_batch_size"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"GAILConfig.{name} must be > 0, got {getattr(self, name)}")
+        if isinstance(self.reward, str) and self.reward not in REWARDS:  # a value, not a type
+            raise ValueError(
+                f"GAILConfig.reward must be one of {sorted(REWARDS)}, got {self.reward!r}"
+            )
+        check_fields(self)
+        check_range(self, "disc_lr", low=0, low_open=True)
+        for name in ("disc_epochs", "disc_batch_size"):
+            check_range(self, name, low=1)
 
 
 def discriminator_loss(logits_expert: Tensor, logits_policy: Tensor) -> Tensor:  # ()
@@ -168,6 +173,8 @@ def fold_absorbing(rewards: Tensor, absorbing: Tensor) -> Tensor:  # (B, T)
 class _DiscriminatorRewardPPO(PPO):
     """The native PPO whose collected rollouts pass through GAIL before the update."""
 
+    agent_name = "PPO"  # its checkpoint is a PPO checkpoint (GAIL's own part sits beside it)
+
     gail: GAIL
 
     def collect(self) -> Rollout:
@@ -204,6 +211,7 @@ class GAIL:
         discriminator_lm: LanguageModel | None = None,
         **kwargs: Any,
     ) -> None:
+        check_policy_env("GAIL", policy, env)
         if not getattr(getattr(getattr(env, "unwrapped", env), "config", None), "fixed_horizon", 0):
             raise ValueError(
                 "GAIL needs equal-length episodes: build the env with fixed_horizon=True, e.g. "
@@ -317,16 +325,16 @@ class GAIL:
         return self.ppo.learn(n_updates)
 
     def save(self, directory: str | Path) -> None:
-        """PPO's checkpoint (policy, reference, value head, optimizer, RNGs) plus D_w and τ_E."""
+        """D_w, its optimizer and τ_E, with the generator's PPO checkpoint (policy, reference,
+        value head, optimizer, RNGs) in ``ppo/``."""
         path = Path(directory)
-        self.ppo.save(path)
+        self.ppo.save(path / "ppo")
         state = {
-            "config": self.config,
             "discriminator": self.discriminator.state_dict(),
             "optimizer": self.disc_optimizer.state_dict(),
-            "demonstrations": self.demonstrations.to("cpu"),
+            "demonstrations": self.demonstrations.state_dict(),
         }
-        torch.save(state, path / GAIL_FILE)
+        save_state(path, agent="GAIL", config=self.config, parts=["ppo"], state=state)
 
     @classmethod
     def load(
@@ -344,10 +352,12 @@ class GAIL:
         weights are replaced by the saved ones).
         """
         path = Path(directory)
-        state = torch.load(path / GAIL_FILE, map_location="cpu", weights_only=False)
-        ppo = _DiscriminatorRewardPPO.load(path, env, device=device, **kwargs)
+        config, state = load_state(path, agent="GAIL", config_class=GAILConfig)
+        ppo = _DiscriminatorRewardPPO.load(path / "ppo", env, device=device, **kwargs)
         agent = cls.__new__(cls)
-        agent._wire(ppo, state["demonstrations"], state["config"], discriminator_lm or ppo.policy)
-        agent.discriminator.load_state_dict(state["discriminator"])
-        agent.disc_optimizer.load_state_dict(state["optimizer"])
+        with restoring(path):
+            demos = Demonstrations(**state["demonstrations"])
+            agent._wire(ppo, demos, config, discriminator_lm or ppo.policy)
+            agent.discriminator.load_state_dict(state["discriminator"])
+            agent.disc_optimizer.load_state_dict(state["optimizer"])
         return agent

@@ -32,10 +32,12 @@ import numpy as np
 import torch
 from textgym.agents.dpo import DPO, DPOConfig
 
+from textgym.checkpoint import load_state, restoring, save_state
+from textgym.config import check_fields, check_range
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
 from textgym.preference import PreferenceFn, RewardFn, sample_pairs
-from textgym.training import CSVLogger, load_state, progress, resolve_device, save_state
+from textgym.training import CSVLogger, progress, resolve_device
 
 
 @dataclass(frozen=True)
@@ -68,25 +70,17 @@ class IterativeDPOConfig:
     """Folder for rounds.csv (one row per round); None: no file."""
 
     def __post_init__(self) -> None:
+        check_fields(self)  # also: min_margin finite
         for name in ("rounds", "updates_per_round", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"IterativeDPOConfig.{name} must be >= 1, got {getattr(self, name)}"
-                )
+            check_range(self, name, low=1)
         if self.k < (1 if self.include_reference else 2):
             raise ValueError(
                 f"IterativeDPOConfig.k must be >= 2 (1 with the gold reference), got {self.k}"
             )
-        if self.prompts_per_round is not None and self.prompts_per_round < 1:
-            raise ValueError(
-                f"IterativeDPOConfig.prompts_per_round must be >= 1, got {self.prompts_per_round}"
-            )
-        if not (0 < self.top_p <= 1 and self.temperature > 0):
-            raise ValueError(
-                f"need 0 < top_p <= 1 and temperature > 0, got {self.top_p}, {self.temperature}"
-            )
-        if not math.isfinite(self.min_margin):
-            raise ValueError(f"IterativeDPOConfig.min_margin must be finite, got {self.min_margin}")
+        check_range(self, "prompts_per_round", low=1)  # None passes: all prompts
+        check_range(self, "top_p", low=0, high=1, low_open=True)
+        check_range(self, "temperature", low=0, low_open=True)
+        check_range(self, "seed", low=0, high=2**32 - 1)
 
 
 class IterativeDPO:
@@ -261,23 +255,24 @@ class IterativeDPO:
         return best
 
     def save(self, directory: str | Path) -> None:
-        """Write policy/, best/ and trainer_state.pt; resuming continues at the next round."""
+        """Write policy/, best/ and the trainer state; resuming continues at the next round."""
         path = Path(directory)
         self.policy.save_pretrained(path / "policy")
         self.best_policy().save_pretrained(path / "best")
         state: dict[str, Any] = {
-            "config": self.cfg,
             "round": self.round,
             "history": self.history,
             "best_score": self.best_score,
             "generator": self.generator.get_state(),
-            "prompts": self.prompts,
+            "prompts": list(self.prompts),
             "references": self.references,
             "val_prompts": self.val_prompts,
             "val_references": self.val_references,
             "val_anchor": self._val_anchor,
         }
-        save_state(path, state)
+        save_state(
+            path, agent="IterativeDPO", config=self.cfg, parts=["policy", "best"], state=state
+        )
 
     @classmethod
     def load(
@@ -289,28 +284,25 @@ class IterativeDPO:
     ) -> IterativeDPO:
         """Rebuild from ``save(directory)``; pass the reward or preference again (not saved)."""
         path = Path(directory)
-        state = load_state(path)
-        cfg: IterativeDPOConfig = state["config"]
-        policy = LanguageModel.from_pretrained(path / "policy", device=cfg.dpo.device)
-        agent = cls(
-            policy,
-            state["prompts"],
-            reward=reward,
-            preference=preference,
-            references=state["references"],
-            val_prompts=state["val_prompts"],
-            val_references=state["val_references"],
-            config=cfg,
-        )
-        best = LanguageModel.from_pretrained(path / "best", device="cpu")
-        agent.best_state = {k: v.clone() for k, v in best.model.state_dict().items()}
-        agent.round, agent.history, agent.best_score = (
-            state["round"],
-            state["history"],
-            state["best_score"],
-        )
-        agent.generator.set_state(state["generator"])
-        agent._val_anchor = state["val_anchor"]
+        cfg, state = load_state(path, agent="IterativeDPO", config_class=IterativeDPOConfig)
+        with restoring(path):
+            policy = LanguageModel.from_pretrained(path / "policy", device=cfg.dpo.device)
+            agent = cls(
+                policy,
+                state["prompts"],
+                reward=reward,
+                preference=preference,
+                references=state["references"],
+                val_prompts=state["val_prompts"],
+                val_references=state["val_references"],
+                config=cfg,
+            )
+            best = LanguageModel.from_pretrained(path / "best", device="cpu")
+            agent.best_state = {k: v.clone() for k, v in best.model.state_dict().items()}
+            agent.round, agent.history = state["round"], state["history"]
+            agent.best_score = state["best_score"]
+            agent.generator.set_state(state["generator"])
+            agent._val_anchor = state["val_anchor"]
         return agent
 
 

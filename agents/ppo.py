@@ -26,8 +26,10 @@ import torch
 from textgym.agents._common import OnPolicyAgent, check_finite
 from torch import Tensor
 
+from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, Sampling, gae, kl_shaped_rewards, masked_mean, whiten
+from textgym.training import check_policy_env
 
 
 @dataclass(frozen=True)
@@ -67,33 +69,22 @@ class PPOConfig:
     """Seeds the sampling generator, the minibatch shuffles and the env's first reset."""
 
     def __post_init__(self) -> None:
-        positive = {
-            "lr": self.lr,
-            "n_epochs": self.n_epochs,
-            "n_minibatches": self.n_minibatches,
-            "clip_eps": self.clip_eps,
-            "clip_value": self.clip_value,
-            "kl_horizon": self.kl_horizon,
-            "max_grad_norm": self.max_grad_norm,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"PPOConfig.{name} must be > 0, got {value}")
-        for name, value in {
-            "vf_coef": self.vf_coef,
-            "ent_coef": self.ent_coef,
-            "beta": self.beta,
-        }.items():
-            if value < 0:
-                raise ValueError(f"PPOConfig.{name} must be >= 0, got {value}")
-        for name, value in {"gamma": self.gamma, "lam": self.lam}.items():
-            if not 0 <= value <= 1:
-                raise ValueError(f"PPOConfig.{name} must be in [0, 1], got {value}")
-        if self.kl_target is not None and not (self.kl_target > 0 and self.beta > 0):
+        check_fields(self)
+        for name in ("lr", "clip_eps", "clip_value", "max_grad_norm"):
+            check_range(self, name, low=0, low_open=True)
+        for name in ("n_epochs", "n_minibatches", "kl_horizon"):
+            check_range(self, name, low=1)
+        for name in ("vf_coef", "ent_coef", "beta"):
+            check_range(self, name, low=0)
+        for name in ("gamma", "lam"):
+            check_range(self, name, low=0, high=1)
+        check_range(self, "kl_target", low=0, low_open=True)  # None passes: β stays fixed
+        if self.kl_target is not None and self.beta == 0:
             raise ValueError(
-                f"PPOConfig.kl_target needs kl_target > 0 and an initial beta > 0, got "
+                "PPOConfig.kl_target needs an initial beta > 0 (the controller scales beta), got "
                 f"kl_target={self.kl_target}, beta={self.beta}"
             )
+        check_range(self, "seed", low=0, high=2**32 - 1)
 
 
 def ppo_loss(
@@ -159,9 +150,12 @@ class PPO(OnPolicyAgent):
         accelerator, log_dir, tensorboard, progress_bar: see ``OnPolicyAgent``.
     """
 
+    config_class = PPOConfig
+
     def __init__(
         self, policy: LanguageModel, env: Any, *, config: PPOConfig = PPOConfig(), **kwargs: Any
     ) -> None:
+        check_policy_env(type(self).__name__, policy, env)
         n_envs = int(env.num_envs)
         if n_envs % config.n_minibatches:
             raise ValueError(

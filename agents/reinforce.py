@@ -26,8 +26,10 @@ import torch
 from textgym.agents._common import OnPolicyAgent, check_finite
 from torch import Tensor
 
+from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, Sampling, kl_shaped_rewards, masked_mean
+from textgym.training import check_policy_env
 
 Baseline = Literal["none", "moving_average", "rloo", "value"]
 
@@ -54,18 +56,19 @@ class REINFORCEConfig:
     """Seeds sampling, prompt choice (rloo) and the env's first reset."""
 
     def __post_init__(self) -> None:
-        if self.baseline not in BASELINES:
-            raise ValueError(f"unknown baseline {self.baseline!r}; valid: {sorted(BASELINES)}")
-        if self.rloo_k < 2:
-            raise ValueError(f"REINFORCEConfig.rloo_k must be >= 2, got {self.rloo_k}")
-        if not 0 <= self.ma_decay < 1:
-            raise ValueError(f"REINFORCEConfig.ma_decay must be in [0, 1), got {self.ma_decay}")
+        if isinstance(self.baseline, str) and self.baseline not in BASELINES:  # a value, not a type
+            raise ValueError(
+                f"unknown baseline {self.baseline!r}: REINFORCEConfig.baseline must be one of "
+                f"{sorted(BASELINES)}"
+            )
+        check_fields(self)
+        check_range(self, "rloo_k", low=2)
+        check_range(self, "ma_decay", low=0, high=1, high_open=True)
         for name in ("lr", "max_grad_norm"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"REINFORCEConfig.{name} must be > 0, got {getattr(self, name)}")
+            check_range(self, name, low=0, low_open=True)
         for name in ("beta", "vf_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"REINFORCEConfig.{name} must be >= 0, got {getattr(self, name)}")
+            check_range(self, name, low=0)
+        check_range(self, "seed", low=0, high=2**32 - 1)
 
 
 # ---------------------------------------------------------------------------- baselines
@@ -126,6 +129,8 @@ class REINFORCE(OnPolicyAgent):
         accelerator, log_dir, tensorboard, progress_bar: see ``OnPolicyAgent``.
     """
 
+    config_class = REINFORCEConfig
+
     def __init__(
         self,
         policy: LanguageModel,
@@ -134,6 +139,7 @@ class REINFORCE(OnPolicyAgent):
         config: REINFORCEConfig = REINFORCEConfig(),
         **kwargs: Any,
     ) -> None:
+        check_policy_env(type(self).__name__, policy, env)
         if config.baseline == "rloo" and int(env.num_envs) % config.rloo_k:
             raise ValueError(
                 f"baseline 'rloo' needs num_envs divisible by rloo_k={config.rloo_k}, "

@@ -1,24 +1,15 @@
-"""Plumbing shared by every agent: checkpoints with RNG states, logging, progress, value head, LoRA.
+"""Plumbing shared by every agent: RNG states, logging, progress, value head, LoRA.
 
-Nothing here knows an algorithm. An agent's ``save(dir)`` writes one checkpoint folder::
-
-    dir/policy/            the policy, a plain Hugging Face directory (``from_pretrained`` loads it)
-    dir/reference/         the frozen reference model, when the agent has its own copy
-    dir/adapter/           the LoRA adapter (peft), when the policy is a peft model
-    dir/trainer_state.pt   step count, optimizer, value head, RNG states, history (see save_state)
-    dir/config.json        the agent's config, for people (the exact object is in trainer_state.pt)
-
+Nothing here knows an algorithm. Checkpoint files are :mod:`textgym.checkpoint`'s (no pickle).
 Resuming is bit-exact on CPU when an agent saves every source of randomness: the torch generator it
 samples with, its numpy generator, and the env's ``np_random`` (which picks prompts); the
-``rng_state``/``set_rng_state`` pair below gathers all three.
+``rng_state``/``set_rng_state`` pair below gathers all three as plain data and tensors.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,21 +25,18 @@ from textgym.lm import LanguageModel, resolve_device
 __all__ = [
     "CSVLogger",
     "ValueHead",
+    "check_policy_env",
     "env_rng_state",
     "hidden_size",
     "is_peft",
-    "load_state",
     "peft_language_model",
     "progress",
     "resolve_device",
     "rng_state",
-    "save_state",
     "set_env_rng_state",
     "set_rng_state",
     "with_lora",
 ]
-
-STATE_FILE = "trainer_state.pt"
 
 
 class ValueHead(nn.Module):
@@ -78,6 +66,36 @@ def hidden_size(lm: LanguageModel) -> int:
         if isinstance(value, int):
             return value
     raise ValueError(f"cannot find the hidden size in the config of {type(lm.model).__name__}")
+
+
+def check_policy_env(agent: str, policy: LanguageModel, env: Any, *, vector: bool = True) -> None:
+    """Raise when ``policy`` cannot act in ``env``: a single env where a vector env is needed, or
+    a vocabulary size, pad or EOS id that differs between the policy and the env's model.
+
+    Args:
+        agent: the agent's name, for the message.
+        policy: the policy LM.
+        env: the env the agent was given.
+        vector: whether the agent needs a vector env (``gym.make_vec``).
+    """
+    if vector and not hasattr(env, "num_envs"):
+        raise TypeError(
+            f"{agent} needs a vector env, got a single {type(env).__name__}: build it with "
+            "gym.make_vec('TextGen-v0', num_envs=B, ...)"
+        )
+    config = getattr(getattr(env, "unwrapped", env), "config", None)
+    if config is None:
+        return  # not a textgym env: nothing to compare
+    for name, env_value, policy_value in (
+        ("vocabulary size (logits)", config.vocab_size, policy.vocab_size),
+        ("pad token id", config.pad_token_id, policy.pad_token_id),
+        ("EOS token id", config.eos_token_id, policy.eos_token_id),
+    ):
+        if env_value != policy_value:
+            raise ValueError(
+                f"{agent}: the policy's {name} is {policy_value} but the env's is {env_value}; "
+                "build the env from the policy's model (model=policy) or its tokenizer"
+            )
 
 
 def with_lora(
@@ -145,13 +163,19 @@ def _rng_holders(env: Any) -> list[Any]:
     return [getattr(e, "unwrapped", e) for e in [env, *getattr(env, "envs", [])]]
 
 
-def env_rng_state(env: Any) -> list[dict[str, Any]]:
-    """Copies of the random generators of a (vector) env and of its sub-envs, if it has any.
+def _env_shape(env: Any) -> dict[str, Any]:
+    return {"type": type(getattr(env, "unwrapped", env)).__name__,
+            "num_envs": int(getattr(env, "num_envs", 1))}  # fmt: skip
+
+
+def env_rng_state(env: Any) -> dict[str, Any]:
+    """Copies of the random generators of a (vector) env and of its sub-envs, if it has any,
+    with the env's class and ``num_envs`` (a checkpoint resumes only into an env of that shape).
 
     Gymnasium envs draw every random choice (here: which prompt) from their generators; saving them
     is what makes a resumed run see the same prompts as an uninterrupted one.
     """
-    return [
+    holders = [
         {
             attr: copy.deepcopy(getattr(holder, attr))
             for attr in _ENV_RNG_ATTRS
@@ -159,15 +183,29 @@ def env_rng_state(env: Any) -> list[dict[str, Any]]:
         }
         for holder in _rng_holders(env)
     ]
+    return {**_env_shape(env), "holders": holders}
 
 
-def set_env_rng_state(env: Any, states: list[dict[str, Any]]) -> None:
-    """Restore what :func:`env_rng_state` returned onto an env of the same structure."""
+def set_env_rng_state(env: Any, state: Mapping[str, Any]) -> None:
+    """Restore what :func:`env_rng_state` returned onto an env of the same shape.
+
+    Raises:
+        ValueError: the env's class or ``num_envs`` differs from the saved one (naming both).
+    """
+    saved, now = {k: state.get(k) for k in ("type", "num_envs")}, _env_shape(env)
+    if saved != now:
+        raise ValueError(
+            f"the checkpoint was saved with a {saved['type']} of num_envs={saved['num_envs']}, "
+            f"but this env is a {now['type']} of num_envs={now['num_envs']}: resume with an env "
+            "built like the saved one"
+        )
     holders = _rng_holders(env)
-    if len(holders) != len(states):
-        raise ValueError(f"env has {len(holders)} RNG holders but the checkpoint {len(states)}")
-    for holder, state in zip(holders, states, strict=True):
-        for attr, value in state.items():
+    if len(holders) != len(state["holders"]):
+        raise ValueError(
+            f"env has {len(holders)} RNG holders but the checkpoint {len(state['holders'])}"
+        )
+    for holder, saved_attrs in zip(holders, state["holders"], strict=True):
+        for attr, value in saved_attrs.items():
             setattr(holder, attr, copy.deepcopy(value))
 
 
@@ -187,38 +225,6 @@ def set_rng_state(
     generator.set_state(state["torch"])
     np_rng.bit_generator.state = state["numpy"]
     set_env_rng_state(env, state["env"])
-
-
-# ---------------------------------------------------------------------------- checkpoint files
-
-
-def save_state(directory: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
-    """Write ``trainer_state.pt`` (and ``config.json`` when ``state["config"]`` is a dataclass).
-
-    Args:
-        directory: the checkpoint folder (created if missing).
-        state: picklable objects and tensors: step, optimizer state dict, RNG states, config...
-    """
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(state), path / STATE_FILE)
-    config = state.get("config")
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        text = json.dumps(dataclasses.asdict(config), indent=2, default=str)
-        (path / "config.json").write_text(text + "\n")
-
-
-def load_state(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read what :func:`save_state` wrote.
-
-    The file holds RNG states and a config object, which ``weights_only`` loading refuses; load only
-    checkpoints you wrote yourself (torch.load unpickles).
-    """
-    path = Path(directory) / STATE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no {STATE_FILE} in {directory}: not a textgym agent checkpoint")
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    return state
 
 
 # ---------------------------------------------------------------------------- logging
