@@ -228,7 +228,10 @@ class OnPolicyAgent:
         rows: list[dict[str, float]] = []
         for _ in progress(range(n_updates), type(self).__name__, disable=not self.progress_bar):
             start = time.perf_counter()
-            rollout = self.collect()
+            try:
+                rollout = self.collect()
+            except FloatingPointError as err:  # NaN logits: say which update diverged
+                raise FloatingPointError(f"update {self.step}: {err}") from err
             collected = time.perf_counter()
             stats = self._update(rollout)
             row = {

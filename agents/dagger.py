@@ -39,7 +39,7 @@ from torch import Tensor
 
 from textgym.checkpoint import load_state, restoring, save_state
 from textgym.config import check_fields, check_range
-from textgym.decoding import sample
+from textgym.decoding import check_finite_logits, sample
 from textgym.envs import to_left_padded
 from textgym.lm import LanguageModel
 from textgym.tasks import BoundExpert, Expert, Task
@@ -191,6 +191,7 @@ def collect_labelled(
     logits, cache = policy.step(prompt_ids, prompt_mask)  # (B, V)
     while True:
         label = torch.as_tensor(vec_env.expert_actions(), device=device)  # (B,) π*(s_t)
+        check_finite_logits(torch.isfinite(logits.logsumexp(-1)))  # argmax would hide NaN
         own = logits.argmax(-1) if greedy else sample(logits, generator=generator)  # (B,) π̂
         coin = torch.rand(B, generator=generator, device=device) < beta  # (B,) take π*'s action
         action = torch.where(active, torch.where(coin, label, own), policy.pad_token_id)

@@ -29,7 +29,6 @@ from torch import Tensor
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, Sampling, gae, kl_shaped_rewards, masked_mean, whiten
-from textgym.training import check_policy_env
 
 
 @dataclass(frozen=True)
@@ -155,14 +154,13 @@ class PPO(OnPolicyAgent):
     def __init__(
         self, policy: LanguageModel, env: Any, *, config: PPOConfig = PPOConfig(), **kwargs: Any
     ) -> None:
-        check_policy_env(type(self).__name__, policy, env)
+        super().__init__(policy, env, config=config, **kwargs)  # checks the env first
         n_envs = int(env.num_envs)
         if n_envs % config.n_minibatches:
             raise ValueError(
                 f"{n_envs} episodes per round do not split into n_minibatches="
                 f"{config.n_minibatches}: use a num_envs divisible by it"
             )
-        super().__init__(policy, env, config=config, **kwargs)
         self.kl_ctl = KLController(config.beta, config.kl_target, config.kl_horizon)
 
     def _needs_value_head(self) -> bool:

@@ -29,7 +29,6 @@ from torch import Tensor
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, Sampling, kl_shaped_rewards, masked_mean
-from textgym.training import check_policy_env
 
 Baseline = Literal["none", "moving_average", "rloo", "value"]
 
@@ -139,13 +138,12 @@ class REINFORCE(OnPolicyAgent):
         config: REINFORCEConfig = REINFORCEConfig(),
         **kwargs: Any,
     ) -> None:
-        check_policy_env(type(self).__name__, policy, env)
+        super().__init__(policy, env, config=config, **kwargs)  # checks the env first
         if config.baseline == "rloo" and int(env.num_envs) % config.rloo_k:
             raise ValueError(
                 f"baseline 'rloo' needs num_envs divisible by rloo_k={config.rloo_k}, "
                 f"got num_envs={env.num_envs}"
             )
-        super().__init__(policy, env, config=config, **kwargs)
         self.average, self.n_averaged = 0.0, 0
 
     def _needs_value_head(self) -> bool:

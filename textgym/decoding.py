@@ -32,6 +32,7 @@ from textgym.lm import LanguageModel
 __all__ = [
     "GenerationOutput",
     "beam_search",
+    "check_finite_logits",
     "filter_logits",
     "generate",
     "greedy",
@@ -191,7 +192,27 @@ def sample(logits: Tensor, *, generator: torch.Generator | None = None) -> Tenso
         ``(...)`` int64 token ids.
     """
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (..., 1)
+    check_finite_logits(torch.isfinite(lse))
     return _draw(logits, lse, generator)
+
+
+def check_finite_logits(finite: Tensor, step: int | None = None) -> None:
+    """Raise ``FloatingPointError`` unless every row's log-normaliser is finite.
+
+    A NaN or infinite logit (a diverged model, ``lr=inf``) would otherwise be drawn as token id V,
+    outside the vocabulary, or taken as argmax 0, and generation would go on with garbage.
+
+    Args:
+        finite: bool, one entry per row: ``isfinite(logsumexp(logits))``.
+        step: the generation step, for the message.
+    """
+    if not bool(finite.all()):
+        rows = (~finite).reshape(-1).nonzero().flatten()[:8].tolist()
+        at = "" if step is None else f" at step {step}"
+        raise FloatingPointError(
+            f"the model's logits are not finite (NaN or inf){at} in rows {rows}: the model has "
+            "diverged (check the learning rate and the loss) or its weights hold NaN"
+        )
 
 
 def _draw(logits: Tensor, lse: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -432,10 +453,13 @@ def _decode_loop(
     positions = prompt_mask.sum(-1, keepdim=True) + torch.arange(T, device=device)  # (B, T)
     logits, cache = lm.step_unchecked(ids, prompt_mask if padded else None)  # (B, V)
     steps = T
+    finite = torch.ones(B, dtype=torch.bool, device=device)  # (B,) checked once, after the loop
     for t in range(T):
         x = pick(logits, t)  # (B, V)
         lse = torch.logsumexp(x, dim=-1, keepdim=True)  # (B, 1)
+        finite &= torch.isfinite(lse.squeeze(-1)) | done
         tok = _draw(x, lse, generator) if do_sample else x.argmax(-1)  # (B,)
+        tok = tok.clamp(max=x.shape[-1] - 1)  # a NaN row draws V: keep going, raise after the loop
         logp = x.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)  # (B,)
         # Finished rows emit the pad id and record nothing.
         tok = torch.where(done, pad, tok)  # (B,)
@@ -454,6 +478,7 @@ def _decode_loop(
                 cache,
                 positions[:, t : t + 1],
             )
+    check_finite_logits(finite)
     return tokens[:, :steps], alive_mask[:, :steps], logps[:, :steps], done
 
 
@@ -626,7 +651,9 @@ def _beam_loop(
     logits, cache = lm.step_unchecked(
         ids.repeat_interleave(K, dim=0), flat_mask if padded else None
     )
+    finite = torch.ones(B * K, dtype=torch.bool, device=device)  # (B*K,) checked after the loop
     for t in range(T):
+        finite &= torch.isfinite(logits.logsumexp(-1))
         logp = torch.log_softmax(logits, dim=-1).view(B, K * V)  # (B, K*V)
         total = (logp.view(B, K, V) + running.scores.unsqueeze(-1)).view(B, K * V)  # (B, K*V)
         cand_scores, cand_index = total.topk(n_cand, dim=-1)  # (B, C) descending
@@ -675,6 +702,7 @@ def _beam_loop(
             cache,
             positions[:, t : t + 1],
         )
+    check_finite_logits(finite)
     best = finished.take(torch.zeros((B, 1), dtype=torch.long, device=device))
     lengths = best.lengths[:, 0]  # (B,)
     steps = int(lengths.max())

@@ -1,0 +1,266 @@
+"""Checkpoints of every agent: no pickle anywhere, nothing executed on load, and every missing or
+corrupt part an error that names the file (never a substitute)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from textgym.agents import (
+    BC,
+    DPO,
+    GAIL,
+    PPO,
+    REINFORCE,
+    BCConfig,
+    DAgger,
+    DAggerConfig,
+    DPOConfig,
+    GAILConfig,
+    IterativeDPO,
+    IterativeDPOConfig,
+    PPOConfig,
+    REINFORCEConfig,
+)
+from toy import make_env
+
+import textgym
+from textgym import LanguageModel
+from textgym.checkpoint import CheckpointError
+from textgym.preference import PreferencePair
+from textgym.tasks import ReferenceExpert, Task
+
+PROMPTS = ["red blue green", "one two", "four five six seven", "the dog runs"]
+REFS = [" green blue red", " two one", " seven six five four", " runs dog the"]
+PAIRS = [
+    PreferencePair("the movie was", "great and i loved it", "bad"),
+    PreferencePair("the plot", "is very good", "is awful and bad"),
+    PreferencePair("a dog", "plays in the park", "sits"),
+    PreferencePair("this film", "was great", "was not good but bad"),
+]
+
+
+def expert_env(lm: LanguageModel, fixed_horizon: bool = False) -> Any:
+    task = Task.from_list(PROMPTS, REFS, expert=ReferenceExpert())
+    return gym.make_vec(
+        "TextGen-v0", num_envs=4, model=lm, task=task, reward="exact_match",
+        max_new_tokens=6, fixed_horizon=fixed_horizon,
+    )  # fmt: skip
+
+
+def n_good(prompts: Any, completions: Any, refs: Any = None) -> np.ndarray:
+    return np.array([c.split().count("good") for c in completions], dtype=np.float32)
+
+
+# Each entry: build a tiny agent (trained one step) -> (agent, load(dir) -> agent).
+Built = tuple[Any, Callable[[Path], Any]]
+
+
+def build_ppo(lm: LanguageModel) -> Built:
+    agent = PPO(lm, make_env(lm, num_envs=4), config=PPOConfig(n_minibatches=2, n_epochs=1),
+                progress_bar=False)  # fmt: skip
+    return agent, lambda d: PPO.load(d, make_env(lm, num_envs=4), device="cpu", progress_bar=False)
+
+
+def build_reinforce(lm: LanguageModel) -> Built:
+    config = REINFORCEConfig(baseline="value", beta=0.1)
+    agent = REINFORCE(lm, make_env(lm, num_envs=4), config=config, progress_bar=False)
+    return agent, lambda d: REINFORCE.load(d, make_env(lm, num_envs=4), progress_bar=False)
+
+
+def build_bc(lm: LanguageModel) -> Built:
+    agent = BC(lm, list(zip(PROMPTS, REFS, strict=True)), BCConfig(val_fraction=0.25),
+               progress_bar=False)  # fmt: skip
+    return agent, lambda d: BC.load(d, device="cpu", progress_bar=False)
+
+
+def build_dagger(lm: LanguageModel) -> Built:
+    config = DAggerConfig(episodes_per_iteration=4, steps_per_iteration=1,
+                          bc=BCConfig(val_fraction=0.0, batch_size=2))  # fmt: skip
+    agent = DAgger(lm, expert_env(lm), config, progress_bar=False)
+    return agent, lambda d: DAgger.load(d, expert_env(lm), device="cpu", progress_bar=False)
+
+
+def build_gail(lm: LanguageModel) -> Built:
+    config = GAILConfig(ppo=PPOConfig(n_epochs=1, n_minibatches=2), disc_epochs=1,
+                        disc_batch_size=2)  # fmt: skip
+    demos = list(zip(PROMPTS, REFS, strict=True))
+    agent = GAIL(lm, expert_env(lm, True), demos, config=config, progress_bar=False)
+    return agent, lambda d: GAIL.load(d, expert_env(lm, True), device="cpu", progress_bar=False)
+
+
+def build_dpo(lm: LanguageModel) -> Built:
+    agent = DPO(lm, data=PAIRS, config=DPOConfig(batch_size=2, device="cpu", progress_bar=False))
+    return agent, lambda d: DPO.load(d, device="cpu")
+
+
+def build_iterative_dpo(lm: LanguageModel) -> Built:
+    config = IterativeDPOConfig(
+        rounds=1, k=2, updates_per_round=1, max_new_tokens=4, min_margin=-1.0,
+        dpo=DPOConfig(batch_size=2, device="cpu", progress_bar=False),
+    )  # fmt: skip
+    agent = IterativeDPO(lm, ["the movie was", "the plot"], reward=n_good, config=config)
+    return agent, lambda d: IterativeDPO.load(d, reward=n_good)
+
+
+BUILDERS = {
+    "PPO": build_ppo,
+    "REINFORCE": build_reinforce,
+    "BC": build_bc,
+    "DAgger": build_dagger,
+    "GAIL": build_gail,
+    "DPO": build_dpo,
+    "IterativeDPO": build_iterative_dpo,
+}
+
+
+def is_pickle(data: bytes) -> bool:
+    """A raw pickle (protocol 2+ starts with 0x80) or torch.save's zip of pickles."""
+    return data[:1] == b"\x80" or data[:2] == b"PK"
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_checkpoint_of_every_agent_holds_no_pickle(
+    name: str, tiny_gpt2_dir: str, tmp_path: Path
+) -> None:
+    agent, load = BUILDERS[name](LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu"))
+    agent.learn(1)
+    agent.save(tmp_path / "ckpt")
+    files = [f for f in (tmp_path / "ckpt").rglob("*") if f.is_file()]
+    assert files
+    for f in files:
+        assert f.suffix in {".json", ".safetensors", ".txt"}, f
+        assert not is_pickle(f.read_bytes()), f
+    state = json.loads((tmp_path / "ckpt" / "trainer_state.json").read_text())
+    assert state["format"] == "textgym-checkpoint/1"
+    assert state["agent"] == name
+    again = load(tmp_path / "ckpt")
+    assert type(again) is type(agent)
+    assert again.config == agent.config if hasattr(agent, "config") else again.cfg == agent.cfg
+
+
+class _Exploit:
+    """Unpickling this creates ``marker``: what a crafted trainer_state.pt would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def ppo_checkpoint(tiny_gpt2_dir: str, tmp_path: Path) -> Path:
+    lm = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
+    agent, _ = build_ppo(lm)
+    agent.learn(1)
+    agent.save(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+def load_ppo(path: Path, tiny_gpt2_dir: str, num_envs: int = 4) -> PPO:
+    lm = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
+    env = make_env(lm, num_envs=num_envs)
+    out: PPO = PPO.load(path, env, device="cpu", progress_bar=False)
+    return out
+
+
+def test_a_crafted_pickle_is_never_unpickled(
+    ppo_checkpoint: Path, tiny_gpt2_dir: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps({"step": _Exploit(marker)})
+    (ppo_checkpoint / "trainer_state.pt").write_bytes(payload)
+    load_ppo(ppo_checkpoint, tiny_gpt2_dir)  # the JSON state is read; the pickle beside it is not
+    assert not marker.exists()
+    (ppo_checkpoint / "trainer_state.json").unlink()  # an old-style checkpoint: refused
+    with pytest.raises(CheckpointError, match=r"trainer_state\.pt.*pickle"):
+        load_ppo(ppo_checkpoint, tiny_gpt2_dir)
+    assert not marker.exists()
+
+
+def test_package_never_loads_pickles() -> None:
+    root = Path(textgym.__file__).parent.parent
+    for folder in ("textgym", "rewards", "agents"):
+        for source in (root / folder).rglob("*.py"):
+            text = source.read_text()
+            assert "weights_only=False" not in text, source
+            assert "import pickle" not in text, source
+
+
+def test_a_missing_reference_is_an_error_not_a_copy_of_the_policy(
+    ppo_checkpoint: Path, tiny_gpt2_dir: str
+) -> None:
+    for f in (ppo_checkpoint / "reference").iterdir():
+        f.unlink()
+    (ppo_checkpoint / "reference").rmdir()
+    with pytest.raises(FileNotFoundError, match=r"ckpt/reference"):
+        load_ppo(ppo_checkpoint, tiny_gpt2_dir)
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "match"),
+    [
+        ("delete trainer_state.safetensors", FileNotFoundError, r"trainer_state\.safetensors"),
+        ("empty trainer_state.safetensors", CheckpointError, r"trainer_state\.safetensors"),
+        ("truncate trainer_state.safetensors", CheckpointError, r"trainer_state\.safetensors"),
+        ("empty trainer_state.json", CheckpointError, r"trainer_state\.json \(0 bytes\)"),
+        ("delete trainer_state.json", FileNotFoundError, r"trainer_state\.json"),
+        ("empty config.json", CheckpointError, r"config\.json"),
+        ("truncate policy/model.safetensors", CheckpointError, r"ckpt"),
+        ("delete policy/config.json", FileNotFoundError, r"policy.*config\.json"),
+    ],
+)
+def test_a_damaged_file_is_named(
+    ppo_checkpoint: Path, tiny_gpt2_dir: str, damage: str, error: type, match: str
+) -> None:
+    how, name = damage.split(" ")
+    f = ppo_checkpoint / name
+    if how == "delete":
+        f.unlink()
+    elif how == "empty":
+        f.write_bytes(b"")
+    else:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(error, match=match):
+        load_ppo(ppo_checkpoint, tiny_gpt2_dir)
+
+
+@pytest.mark.parametrize("entry", ["optimizer", "rng", "value_head", "step"])
+def test_a_missing_state_entry_is_named(
+    ppo_checkpoint: Path, tiny_gpt2_dir: str, entry: str
+) -> None:
+    path = ppo_checkpoint / "trainer_state.json"
+    body = json.loads(path.read_text())
+    del body["state"][entry]
+    path.write_text(json.dumps(body))
+    with pytest.raises(CheckpointError, match=rf"trainer_state\.json.*{entry}"):
+        load_ppo(ppo_checkpoint, tiny_gpt2_dir)
+
+
+def test_a_missing_tensor_is_named(ppo_checkpoint: Path, tiny_gpt2_dir: str) -> None:
+    path = ppo_checkpoint / "trainer_state.json"
+    body = json.loads(path.read_text())
+    body["state"]["value_head"]["proj.weight"]["key"] = "t999"
+    path.write_text(json.dumps(body))
+    with pytest.raises(CheckpointError, match=r"trainer_state\.json.*t999"):
+        load_ppo(ppo_checkpoint, tiny_gpt2_dir)
+
+
+def test_another_agents_checkpoint_says_which_agent(
+    ppo_checkpoint: Path, tiny_gpt2_dir: str
+) -> None:
+    lm = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
+    with pytest.raises(CheckpointError, match=r"holds a PPO checkpoint; load it with PPO\.load"):
+        REINFORCE.load(ppo_checkpoint, make_env(lm, num_envs=4), progress_bar=False)
+
+
+def test_an_env_of_another_size_is_refused(ppo_checkpoint: Path, tiny_gpt2_dir: str) -> None:
+    with pytest.raises(ValueError, match=r"num_envs=4.*num_envs=2"):
+        load_ppo(ppo_checkpoint, tiny_gpt2_dir, num_envs=2)
