@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from transformers import GenerationConfig
 import textgym
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
+from textgym.provenance import git_sha
 
 FALLBACK_PROMPTS = [
     "Review: The film opens with",
@@ -73,28 +73,6 @@ def prompts_for(batch: int) -> list[str]:
         prompts = [r["prompt"] for r in rows if r.get("split") == "validation"][:64]
     prompts = prompts or FALLBACK_PROMPTS
     return [prompts[i % len(prompts)] for i in range(batch)]
-
-
-def git_sha() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{sha}{'-dirty' if dirty else ''}"
 
 
 def timed(fn: Callable[[], int], device: torch.device) -> float:

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ from textgym.agents.dpo import DPO, DPOConfig
 import textgym
 from textgym.lm import LanguageModel
 from textgym.preference import PreferencePair
+from textgym.provenance import describe
 
 TARGET = 1.5
 
@@ -160,26 +160,6 @@ class TRLRunner:
         return (len(timed) - 1) * self.cfg.batch_size / (timed[-1] - timed[0])
 
 
-def versions() -> str:
-    parts = [f"torch {torch.__version__}"]
-    for name in ("transformers", "trl"):
-        try:
-            parts.append(f"{name} {__import__(name).__version__}")
-        except ImportError:
-            parts.append(f"{name} not installed")
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        sha = "unknown"
-    return ", ".join(parts) + f", git {sha}"
-
-
 def fmt(xs: list[float]) -> str:
     if not xs:
         return "TRL not installed"
@@ -233,7 +213,7 @@ def main() -> int:
     )
     busy = max(load, load_after) > cfg.threads + 0.5  # this run itself keeps `threads` busy
     print(
-        f"{versions()}; load average before/after {load:.2f}/{load_after:.2f}"
+        f"{describe('trl')}; load average before/after {load:.2f}/{load_after:.2f}"
         + (f"  (WARNING: foreign load on {os.cpu_count()} cores)" if busy else "")
     )
     ours = speeds[TextgymRunner.name]

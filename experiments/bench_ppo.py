@@ -28,7 +28,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -44,6 +43,7 @@ from textgym.agents import PPO, REINFORCE, PPOConfig, REINFORCEConfig
 import textgym
 import textgym.tasks
 from textgym.lm import LanguageModel
+from textgym.provenance import git_sha, versions
 
 TARGET = 1.0
 
@@ -185,30 +185,6 @@ def time_trl(cfg: BenchConfig) -> float | None:
     return (len(timed) - 1) * cfg.batch_size / (timed[-1] - timed[0])
 
 
-def versions() -> str:
-    parts = [f"torch {torch.__version__}"]
-    for name in ("transformers", "trl"):
-        try:
-            parts.append(f"{name} {__import__(name).__version__}")
-        except ImportError:
-            parts.append(f"{name} not installed")
-    return ", ".join(parts)
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=False,
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -247,7 +223,7 @@ def main() -> int:
     load_after = os.getloadavg()[0]
     print(
         f"# bench_ppo  git {git_sha()}  {platform.machine()}, {os.cpu_count()} cores, "
-        f"{cfg.threads} torch threads; {versions()}"
+        f"{cfg.threads} torch threads; " + ", ".join(f"{k} {v}" for k, v in versions("trl").items())
     )
     print(
         f"# model {Path(cfg.model).name}, reviews prompts, B={cfg.batch_size} completions/iter, "

@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -45,6 +44,7 @@ import numpy as np
 import textgym.rewards as R
 
 import textgym
+from textgym.provenance import git_sha
 
 NEURAL_TARGET = 5.0
 OTHER_TARGET = 1.0
@@ -334,12 +334,7 @@ def environment() -> str:
     """Device, versions, git SHA and load, for the header."""
     import torch
 
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        sha = "?"
+    sha = git_sha()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"device: cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

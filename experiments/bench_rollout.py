@@ -28,7 +28,6 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +40,7 @@ import torch
 import textgym
 from textgym.envs import TextGenVectorEnv, to_left_padded
 from textgym.lm import LanguageModel
+from textgym.provenance import git_sha
 
 TARGET = 0.9
 
@@ -149,19 +149,6 @@ def generate_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int) -> Ru
     refs = cfg.task.references
     cfg.scorer(prompts, list(texts), None if refs is None else [refs[i] for i in index])
     return Run(time.perf_counter() - start, new.shape[1], int(lengths.sum()), len(texts))
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def median_run(runs: list[Run], key: Callable[[Run], float]) -> tuple[float, float]:

@@ -48,6 +48,7 @@ from textgym.agents.dagger import collect_labelled
 
 import textgym
 from textgym.lm import LanguageModel
+from textgym.stats import mean_std
 from textgym.tasks import load
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -229,12 +230,6 @@ METHODS: dict[str, Callable[[LanguageModel, DriftConfig, int, list], int]] = {
 # ---------------------------------------------------------------------------- reporting
 
 Results = dict[int, dict[str, list[Score]]]  # budget -> method -> one Score per seed
-
-
-def mean_std(values: list[float], digits: int = 3) -> str:
-    m = statistics.fmean(values)
-    s = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def position_table(scores: dict[str, list[Score]], key: str, positions: list[int]) -> list[str]:

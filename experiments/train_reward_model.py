@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from textgym.rewards.reward_model import (
 
 import textgym
 from textgym.preference import PreferencePair, load_jsonl
+from textgym.provenance import git_sha
 
 
 @dataclass(frozen=True)
@@ -68,16 +68,6 @@ class Args:
 
 
 QUICK = {"train_prompts": 300, "val_prompts": 100}
-
-
-def git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def write_jsonl(path: Path, pairs: list[PreferencePair]) -> None:
