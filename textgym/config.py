@@ -97,8 +97,18 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+def _string_choices(hint: Any) -> bool:
+    """Whether ``hint`` is (or contains) a Literal of strings: names such as a loss or baseline."""
+    union = _union_args(hint)
+    if union is not None:
+        return any(_string_choices(h) for h in union)
+    args = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+    return any(isinstance(a, str) for a in args)
+
+
 def check_fields(config: Any) -> None:
-    """Raise ``TypeError`` naming the first field whose value does not have its annotated type.
+    """Raise ``TypeError`` naming the first field whose value does not have its annotated type
+    (``ValueError`` for a string that is not one of a ``Literal``'s names).
 
     Floats must be finite (``lr=inf`` and ``beta=nan`` are refused here); ints are not bools or
     floats (``n_epochs=1.5`` is refused); strings are not numbers (``lr='3e-4'`` is refused).
@@ -109,6 +119,10 @@ def check_fields(config: Any) -> None:
         value = getattr(config, f.name)
         hint = hints[f.name]
         if not _matches(value, hint):
+            if isinstance(value, str) and _string_choices(hint):  # a misspelt name: a bad value
+                raise ValueError(
+                    f"{cls.__name__}.{f.name} must be {_describe(hint)}, got {value!r}"
+                )
             raise TypeError(
                 f"{cls.__name__}.{f.name} must be {_describe(hint)}, got {value!r} "
                 f"({type(value).__name__})"
@@ -131,8 +145,8 @@ def check_range(
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
-        left = "-inf" if low is None else f"{low:g}"
-        right = "inf" if high is None else f"{high:g}"
+        left = "-inf" if low is None else _bound(low)
+        right = "inf" if high is None else _bound(high)
         interval = f"{'(' if low_open or low is None else '['}{left}, {right}"
         interval += ")" if high_open or high is None else "]"
         raise ValueError(f"{type(config).__name__}.{name} must be in {interval}, got {value!r}")
@@ -144,6 +158,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _bound(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"  # 4294967295, not 4.29497e+09
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

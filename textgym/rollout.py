@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from textgym.config import check_fields, check_range
 from textgym.decoding import filter_logits, sample
 from textgym.lm import LanguageModel
 
@@ -75,12 +76,10 @@ class Sampling:
     """Keep the smallest nucleus of probability >= top_p (None: all)."""
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p}")
+        check_fields(self)
+        check_range(self, "temperature", low=0, low_open=True)
+        check_range(self, "top_k", low=1)  # None passes: all tokens
+        check_range(self, "top_p", low=0, high=1, low_open=True)
 
     def logprobs(self, logits: Tensor, mask: Tensor | None = None) -> Tensor:
         """log π(·|s): ``log_softmax(filter_logits(logits))`` over the last dim, float32, -inf off
@@ -132,6 +131,13 @@ class Rollout:
     @property
     def attention_mask(self) -> Tensor:  # (B, L)
         return torch.cat([self.prompt_mask, self.completion_mask.long()], dim=1)
+
+    def sequence_kl(self) -> Tensor:  # (B,)
+        """Σ_t k1 per episode: Σ_t log π_θ(a_t|s_t) - log π_ref(a_t|s_t) over its actions, the
+        sequence-level KL estimate every report and study uses (needs ``collect(..., ref=)``)."""
+        if self.ref_logprobs is None:
+            raise ValueError("this rollout has no reference log-probs: collect it with ref=...")
+        return (kl_k1(self.logprobs, self.ref_logprobs) * self.completion_mask).sum(-1)
 
     def __len__(self) -> int:
         return int(self.prompt_ids.shape[0])
@@ -384,7 +390,7 @@ def evaluate_policy(
         rewards.append(out.rewards)
         lengths.append(out.completion_mask.sum(-1))
         if out.ref_logprobs is not None:
-            kls.append((kl_k1(out.logprobs, out.ref_logprobs) * out.completion_mask).sum(-1))
+            kls.append(out.sequence_kl())
     reward = torch.cat(rewards)
     return {
         "reward": float(reward.mean()),
