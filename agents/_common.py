@@ -33,6 +33,7 @@ from textgym.training import (
     CSVLogger,
     ValueHead,
     check_policy_env,
+    frozen_copy,
     hidden_size,
     is_peft,
     peft_language_model,
@@ -102,13 +103,6 @@ def check_reward(env: Any) -> None:
             f"the env's reward {getattr(reward, 'name', reward)!r} returned shape {out.shape} for "
             "2 completions; a sequence reward must return (B,), one score per completion"
         )
-
-
-def frozen_copy(policy: LanguageModel) -> LanguageModel:
-    """π_ref as a frozen deep copy of the policy as it is now."""
-    ref = LanguageModel(copy.deepcopy(policy.model).eval(), policy.tokenizer)
-    ref.model.requires_grad_(False)
-    return ref
 
 
 class OnPolicyAgent:
@@ -311,6 +305,7 @@ class OnPolicyAgent:
         a frozen copy of the trained policy.
         """
         path = Path(directory)
+        config: Any
         config, state = load_state(path, agent=cls._name(), config_class=cls.config_class)
         ref = None
         with restoring(path):

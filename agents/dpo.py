@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from textgym.agents._common import check_finite, frozen_copy, global_sums
+from textgym.agents._common import check_finite, global_sums
 from torch import Tensor, nn
 
 from textgym.checkpoint import load_state, restoring, save_state
@@ -58,7 +58,7 @@ from textgym.preference import (
     sequence_logps,
     tokenize_pairs,
 )
-from textgym.training import CSVLogger, progress, resolve_device
+from textgym.training import CSVLogger, frozen_copy, progress, resolve_device
 
 LossType = Literal["sigmoid", "dpop", "ipo", "cdpo"]
 

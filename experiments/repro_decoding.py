@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,11 +27,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import score_texts, task_reward
-
 import textgym
 from textgym.decoding import GenerationOutput, beam_search, generate
+from textgym.evaluation import score_texts, task_reward
 from textgym.lm import LanguageModel
 from textgym.tasks import load
 

@@ -67,12 +67,11 @@ from textgym.agents import BC, PPO, BCConfig, Demonstrations, PPOConfig
 from textgym.agents.dagger import LMExpert, collect_labelled
 
 import textgym
+from textgym.drift import dagger_on_budget, position_table
+from textgym.drift import plot as drift_plot
 from textgym.lm import LanguageModel
+from textgym.stats import mean_std
 from textgym.tasks import Task, load
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from repro_drift import dagger_on_budget, mean_std, position_table
-from repro_drift import plot as drift_plot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUMMARY = ("closed", "forced", "gap", "clean", "after", "exact", "sentiment", "labels", "seconds")
@@ -343,7 +342,7 @@ def write_results(
 
 def plot(results: Results, positions: list[int], path: Path) -> None:
     drift_plot(
-        results,  # type: ignore[arg-type]  # the same layout, with this script's Score
+        results,
         positions,
         path,
         keys=("closed_t", "forced_t"),

@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import reviews_train_env, sample_with_kl
 from textgym.agents import DPO, PPO, DPOConfig, PPOConfig
-from textgym.agents._common import frozen_copy
 
 import textgym
+from textgym.evaluation import sample_with_kl, task_env
 from textgym.lm import LanguageModel
+from textgym.training import frozen_copy
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,13 @@ def run_dpo(cfg: FrontierConfig, pairs: list[Any], beta: float) -> list[dict[str
 def run_ppo(cfg: FrontierConfig, beta: float, lr: float) -> list[dict[str, float]]:
     policy = LanguageModel.from_pretrained(cfg.model, device="cpu")
     ref = frozen_copy(policy)
-    env = reviews_train_env(policy, "sentiment", cfg.num_envs, cfg.max_new_tokens)
+    env = task_env(
+        policy,
+        "reviews",
+        num_envs=cfg.num_envs,
+        max_new_tokens=cfg.max_new_tokens,
+        reward="sentiment",
+    )
     agent = PPO(
         policy,
         env,

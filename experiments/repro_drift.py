@@ -43,10 +43,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from textgym.agents import BC, GAIL, BCConfig, DAgger, DAggerConfig, Demonstrations, GAILConfig
+from textgym.agents import BC, GAIL, BCConfig, Demonstrations, GAILConfig
 from textgym.agents.dagger import collect_labelled
 
 import textgym
+from textgym.drift import dagger_on_budget, plot, position_table
 from textgym.lm import LanguageModel
 from textgym.stats import mean_std
 from textgym.tasks import load
@@ -170,36 +171,6 @@ def run_bc(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
     return demos.n_labels
 
 
-def dagger_on_budget(
-    lm: LanguageModel,
-    env: gym.vector.VectorEnv,
-    budget: int,
-    labels_per_episode: float,
-    iterations: int,
-    steps: int,
-    bc: BCConfig,
-    seed: int,
-    val: object,
-) -> int:
-    """DAgger, β_i = 0.5^i, spending exactly ``budget`` expert labels over about ``iterations``
-    equal rounds (episodes per round from ``labels_per_episode``); returns the labels spent."""
-    dcfg = DAggerConfig(
-        beta_schedule="exponential",
-        beta0=1.0,
-        beta_decay=0.5,
-        episodes_per_iteration=max(1, round(budget / iterations / labels_per_episode)),
-        steps_per_iteration=steps,
-        label_budget=budget,
-        bc=bc,
-        seed=seed,
-    )
-    agent = DAgger(lm, env, dcfg, val_data=val, progress_bar=False)
-    agent.learn(iterations)
-    if agent.n_labels < budget:  # spend the rest: one more iteration, labels capped
-        agent.learn(1)
-    return agent.n_labels
-
-
 def run_dagger(lm: LanguageModel, cfg: DriftConfig, seed: int, val: list) -> int:
     pairs = load("reverse", split="train").demonstrations()
     per_episode = statistics.fmean(len(c.split()) + 1 for _, c in pairs)  # one token a word, EOS
@@ -230,17 +201,6 @@ METHODS: dict[str, Callable[[LanguageModel, DriftConfig, int, list], int]] = {
 # ---------------------------------------------------------------------------- reporting
 
 Results = dict[int, dict[str, list[Score]]]  # budget -> method -> one Score per seed
-
-
-def position_table(scores: dict[str, list[Score]], key: str, positions: list[int]) -> list[str]:
-    lines = [
-        "| method | " + " | ".join(f"t={t}" for t in positions) + " |",
-        "|---|" + "---|" * len(positions),
-    ]
-    for method, ss in scores.items():
-        cells = [mean_std([float(getattr(s, key)[t]) for s in ss], 2) for t in positions]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
 
 
 def write_results(results: Results, cfg: DriftConfig, command: str, out: Path) -> None:
@@ -299,54 +259,6 @@ def write_results(results: Results, cfg: DriftConfig, command: str, out: Path) -
         lines += position_table(scores, "forced", positions)
     (out / "drift.md").write_text("\n".join(lines) + "\n")
     plot(results, positions, out / "drift.png")
-
-
-def plot(
-    results: Results,
-    positions: list[int],
-    path: Path,
-    keys: tuple[str, str] = ("closed", "forced"),
-    error: Callable[[np.ndarray], np.ndarray] = lambda ys: ys,
-    title: str = "{budget} expert labels: greedy (solid) vs teacher-forced (dotted)",
-    xlabel: str = "answer position t (each answer's last token is EOS)",
-    ylabel: str = "error rate vs the expert's label",
-) -> None:
-    """Error by position, one panel per budget: closed loop (solid, ± std band) vs teacher-forced.
-
-    ``keys`` name each Score's closed-loop and teacher-forced per-position arrays; ``error`` maps
-    their (seeds, T) stack to error rates (identity here; 1 - agreement in repro_distill_drift).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(results)
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.2), squeeze=False, sharey=True)
-    x = np.array(positions)
-    for ax, (budget, scores) in zip(axes[0], results.items(), strict=True):
-        for i, (method, ss) in enumerate(scores.items()):
-            for key, style in zip(keys, ("-", ":"), strict=True):
-                ys = error(np.stack([getattr(s, key)[positions] for s in ss]))  # (seeds, T)
-                m, sd = ys.mean(0), ys.std(0)
-                closed = key == keys[0]
-                ax.plot(
-                    x,
-                    m,
-                    style,
-                    color=f"C{i}",
-                    marker="o" if closed else None,
-                    label=method if closed else None,
-                )
-                if closed and len(ss) > 1:
-                    ax.fill_between(x, m - sd, m + sd, color=f"C{i}", alpha=0.15)
-        ax.set_title(title.format(budget=budget))
-        ax.set_xlabel(xlabel)
-        ax.set_ylim(0, 1)
-        ax.legend()
-    axes[0][0].set_ylabel(ylabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,14 +32,12 @@ from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import reviews_train_env, sample_with_kl
 from textgym.agents import PPO, PPOConfig
-from textgym.agents._common import frozen_copy
 
 import textgym
+from textgym.evaluation import sample_with_kl, task_env
 from textgym.lm import LanguageModel
+from textgym.training import frozen_copy
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,9 @@ def run_beta(cfg: OveroptConfig, proxy: Any, beta: float, seed: int) -> list[dic
     gold = make("sentiment")
     policy = LanguageModel.from_pretrained(cfg.model, device="cpu")
     ref = frozen_copy(policy)
-    env = reviews_train_env(policy, proxy, cfg.num_envs, cfg.max_new_tokens)
+    env = task_env(
+        policy, "reviews", num_envs=cfg.num_envs, max_new_tokens=cfg.max_new_tokens, reward=proxy
+    )
     # β = 0 still passes ref=: the KL is then measured but not paid.
     agent = PPO(
         policy, env, config=PPOConfig(lr=cfg.lr, beta=beta, seed=seed), ref=ref, progress_bar=False

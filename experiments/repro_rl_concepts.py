@@ -10,7 +10,7 @@ whether the gain is more than metric gaming.
 
 Evaluation: one sampled completion (temperature 1) per test prompt, corpus metrics, mean ± std
 over seeds; the gain column is the trained policy minus the starting point on the same prompts
-and sampler seed. This reuses ``benchmark.py``'s cells (and their resume) with a larger budget.
+and sampler seed. This reuses ``textgym.benchmark``'s cells (and their resume) with a larger budget.
 
     python experiments/repro_rl_concepts.py                  # 3 seeds, ~15 min on 2 busy CPU cores
     python experiments/repro_rl_concepts.py --quick          # 2 seeds, 12 updates, PPO lr 3e-4
@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark
+from textgym import benchmark
 
 METRICS = (
     "reward",

@@ -30,11 +30,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from textgym.agents import PPO, REINFORCE, PPOConfig, REINFORCEConfig
-from textgym.agents._common import frozen_copy
 
 import textgym
 from textgym.lm import LanguageModel
 from textgym.rollout import evaluate_policy
+from textgym.training import frozen_copy
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,24 @@
-"""The experiment scripts: a minimal benchmark run writes its tables, and a rerun resumes."""
+"""The benchmark and the shared evaluation: a minimal benchmark run writes its tables, and a
+rerun resumes."""
 
 from __future__ import annotations
 
 import csv
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+from textgym import benchmark
+from textgym.evaluation import distinct_n
 
 
 @pytest.fixture(scope="module")
 def bench():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("benchmark")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    return benchmark
 
 
 def test_distinct_n() -> None:
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        from evaluate import distinct_n
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
     assert distinct_n(["a b a b"], 1) == pytest.approx(0.5)
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
     assert distinct_n(["a", ""], 2) == 0.0

@@ -3,7 +3,7 @@
 For each (agent, task, seed) cell the agent starts from the model (`--model`, the embedded one by
 default), trains on the task's train split within the budget below, and is evaluated on the first
 ``test_prompts`` prompts of the test split (one sampled completion each, temperature 1) with every
-metric of ``experiments/evaluate.py``: task reward, BLEU, chrF, ROUGE-L, METEOR, CIDEr-D (tasks
+metric of ``textgym.evaluation``: task reward, BLEU, chrF, ROUGE-L, METEOR, CIDEr-D (tasks
 with references), sentiment, toxicity (when ``textgym[toxicity]`` is installed), perplexity under
 π_ref, KL(π_θ‖π_ref) per sequence, distinct-1/2, length.
 
@@ -39,7 +39,6 @@ import csv
 import importlib.util
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -49,10 +48,8 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from evaluate import ALL_METRICS, evaluate_policy_on_task
-
 import textgym
+from textgym.evaluation import ALL_METRICS, default_reward, evaluate_policy_on_task
 from textgym.lm import LanguageModel
 from textgym.tasks import load
 
@@ -169,7 +166,6 @@ def _iterative_dpo(
     lm: LanguageModel, task: str, cfg: BenchConfig, seed: int, rounds: int
 ) -> LanguageModel:
     from textgym.agents import DPOConfig, IterativeDPO, IterativeDPOConfig
-    from textgym.rewards import make
 
     train = load(task, "train")
     # Prompts for all rounds come from the agent's own seeded sampler over the train prompts.
@@ -191,7 +187,7 @@ def _iterative_dpo(
     agent = IterativeDPO(
         lm,
         prompts,
-        reward=make(train.reward),
+        reward=default_reward(train),
         references=refs,
         val_prompts=prompts[: cfg.dpo_prompts],
         val_references=None if refs is None else refs[: cfg.dpo_prompts],
@@ -314,7 +310,7 @@ def check_same_config(rec: dict[str, Any], cfg: BenchConfig, path: Path) -> None
 
 def run(cfg: BenchConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume) every cell; return all finished cells' records."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
     torch.set_num_threads(cfg.threads)
     cells = [(a, t, s) for t in cfg.tasks for a in cfg.agents for s in range(cfg.seeds)]

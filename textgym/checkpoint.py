@@ -275,7 +275,7 @@ def load_state(
     return config, _Entries(state, str(path / STATE_FILE))
 
 
-class _Entries(dict):  # type: ignore[type-arg]  # a dict[str, Any] whose misses name the file
+class _Entries(dict[str, Any]):
     """The state as a dict whose missing keys raise an error that names the checkpoint file."""
 
     def __init__(self, data: dict[str, Any], source: str) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "ValueHead",
     "check_policy_env",
     "env_rng_state",
+    "frozen_copy",
     "hidden_size",
     "is_peft",
     "peft_language_model",
@@ -96,6 +97,13 @@ def check_policy_env(agent: str, policy: LanguageModel, env: Any, *, vector: boo
                 f"{agent}: the policy's {name} is {policy_value} but the env's is {env_value}; "
                 "build the env from the policy's model (model=policy) or its tokenizer"
             )
+
+
+def frozen_copy(policy: LanguageModel) -> LanguageModel:
+    """π_ref as a frozen deep copy of the policy as it is now (eval mode, no gradients)."""
+    ref = LanguageModel(copy.deepcopy(policy.model).eval(), policy.tokenizer)
+    ref.model.requires_grad_(False)
+    return ref
 
 
 def with_lora(

@@ -12,13 +12,13 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
-from textgym.agents._common import frozen_copy
 from textgym.agents.sb3 import TransformerPolicy
 from torch.testing import assert_close
 
 from textgym import LanguageModel
 from textgym.rollout import evaluate_policy
 from textgym.tasks import Task
+from textgym.training import frozen_copy
 
 PROMPTS = ["the movie was", "i loved the", "a dog runs in the park", "the plot"]
 
