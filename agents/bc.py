@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 from textgym.agents._common import check_finite
+from textgym.agents.base import Agent
 from torch import Tensor
 
-from textgym.checkpoint import load_state, restoring, save_state
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.tasks import Task
-from textgym.training import CSVLogger, progress
+from textgym.training import progress
 
 
 @dataclass(frozen=True)
@@ -187,8 +187,10 @@ def state_logits(policy: LanguageModel, d: Demonstrations) -> Tensor:  # (B, T, 
     return policy.forward(ids, attention)[:, P - 1 : P - 1 + T]  # position P-1+t predicts a_t
 
 
-class BC:
+class BC(Agent):
     """Behaviour cloning of a policy LM on demonstrations.
+
+    ``BC.load(dir, device="auto", **runtime)`` resumes a saved run bit for bit.
 
     Args:
         policy: π_θ, trained in place.
@@ -199,6 +201,8 @@ class BC:
         log_dir, tensorboard: one CSV row (and TensorBoard scalars) per evaluation.
         progress_bar: show a tqdm bar in ``learn``.
     """
+
+    config_class = BCConfig
 
     def __init__(
         self,
@@ -229,10 +233,7 @@ class BC:
                     f"{len(train)} demonstrations are too few to hold out a validation set"
                 )
             train, val = train[order[n_val:]], train[order[:n_val]]
-        self.step = 0
-        self.history: list[dict[str, float]] = []
-        self.logger = CSVLogger(log_dir, tensorboard) if log_dir is not None else None
-        self.progress_bar = progress_bar
+        self._setup_runtime(log_dir=log_dir, tensorboard=tensorboard, progress_bar=progress_bar)
         self.set_data(train, val)
 
     def set_data(self, train: Demonstrations, val: Demonstrations | None = None) -> None:
@@ -288,9 +289,7 @@ class BC:
             "best_val_loss": self.best,
             "time": time.perf_counter() - start,
         }
-        self.history.append(row)
-        if self.logger is not None:
-            self.logger.log(row)
+        self._record(row)
         return row
 
     def learn(self, n_steps: int) -> list[dict[str, float]]:
@@ -330,47 +329,41 @@ class BC:
         if self.best_weights is not None:
             self.policy.model.load_state_dict(self.best_weights)
 
-    def save(self, directory: str | Path) -> None:
-        """Write the policy (HF dir), optimizer, data order, early-stopping state, data and step."""
-        path = Path(directory)
+    def _write_parts(self, path: Path) -> list[str]:
         self.policy.save_pretrained(path / "policy")
-        save_state(
-            path,
-            agent="BC",
-            config=self.config,
-            parts=["policy"],
-            state={
-                "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(),
-                "train_data": self.train_data.state_dict(),
-                "val_data": None if self.val_data is None else self.val_data.state_dict(),
-                "best_weights": self.best_weights,
-                **{f: getattr(self, f) for f in _RESUMED},
-                "order": self.order,
-            },
-        )
+        return ["policy"]
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "train_data": self.train_data.state_dict(),
+            "val_data": None if self.val_data is None else self.val_data.state_dict(),
+            "best_weights": self.best_weights,
+            **{f: getattr(self, f) for f in _RESUMED},
+            "order": self.order,
+        }
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str = "auto", **kwargs: Any) -> BC:
-        """Rebuild a learner saved by :meth:`save`; ``learn`` then continues identically."""
-        path = Path(directory)
-        config, state = load_state(path, agent="BC", config_class=BCConfig)
-        with restoring(path):
-            policy = LanguageModel.from_pretrained(path / "policy", device=device)
-            val = state["val_data"]
-            agent = cls(
-                policy,
-                Demonstrations(**state["train_data"]),
-                config,
-                val_data=None if val is None else Demonstrations(**val),
-                **kwargs,
-            )
-            agent.optimizer.load_state_dict(state["optimizer"])
-            agent.generator.set_state(state["generator"])
-            for f in _RESUMED:
-                setattr(agent, f, state[f])
-            agent.order = state["order"].to(agent.device)
-            agent.best_weights = state["best_weights"]
+    def _restore(
+        cls, path: Path, config: BCConfig, state: dict[str, Any], *, device: str = "auto",
+        **runtime: Any,
+    ) -> BC:  # fmt: skip
+        policy = LanguageModel.from_pretrained(path / "policy", device=device)
+        val = state["val_data"]
+        agent = cls(
+            policy,
+            Demonstrations(**state["train_data"]),
+            config,
+            val_data=None if val is None else Demonstrations(**val),
+            **runtime,
+        )
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.generator.set_state(state["generator"])
+        for f in _RESUMED:
+            setattr(agent, f, state[f])
+        agent.order = state["order"].to(agent.device)
+        agent.best_weights = state["best_weights"]
         return agent
 
 

@@ -34,10 +34,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from textgym.agents.base import Agent
 from textgym.agents.bc import BC, BCConfig, Demonstrations, as_demonstrations
 from torch import Tensor
 
-from textgym.checkpoint import load_state, restoring, save_state
 from textgym.config import check_fields, check_range
 from textgym.decoding import check_finite_logits, sample
 from textgym.envs import to_left_padded
@@ -208,8 +208,10 @@ def collect_labelled(
     return LabelledRollout(data, learner, chosen, prompt_indices)
 
 
-class DAgger:
+class DAgger(Agent):
     """Dataset aggregation with an expert that labels any prefix (``env.expert_actions()``).
+
+    ``DAgger.load(dir, env, device="auto", **runtime)`` resumes a saved run bit for bit.
 
     Args:
         policy: π̂, trained in place.
@@ -218,8 +220,11 @@ class DAgger:
         config: :class:`DAggerConfig`.
         demonstrations: optional initial D (counted in the label budget).
         val_data: held-out demonstrations for BC's early stopping (not counted in the budget).
-        log_dir, tensorboard, progress_bar: as for :class:`~textgym.agents.bc.BC`.
+        log_dir, tensorboard: the BC learner's log (one row per evaluation of each fit).
+        progress_bar: show a tqdm bar over the iterations.
     """
+
+    config_class = DAggerConfig
 
     def __init__(
         self,
@@ -243,8 +248,8 @@ class DAgger:
             self.data = as_demonstrations(policy, demonstrations)
             if config.label_budget is not None:
                 self.data = self.data.within_budget(config.label_budget)
-        self.iteration, self.rounds = 0, 0
-        self.history: list[dict[str, float]] = []
+        self._setup_runtime(progress_bar=progress_bar)
+        self.rounds = 0
         val = None if val_data is None else as_demonstrations(policy, val_data)
         # A placeholder D until the first round is labelled: BC needs data at construction.
         first = self.data if self.data is not None else _one_state(policy)
@@ -257,7 +262,6 @@ class DAgger:
             tensorboard=tensorboard,
             progress_bar=False,
         )
-        self.progress_bar = progress_bar
         # π̂_1: every fit restarts here unless warm_start (CPU copy: one model's worth of memory).
         self.init_weights = _cpu(policy.model.state_dict())
         self.init_optimizer = _cpu(self.bc.optimizer.state_dict())
@@ -327,49 +331,46 @@ class DAgger:
                 "time_collect": collected - start,
                 "time_fit": time.perf_counter() - collected,
             }
-            self.iteration += 1
+            self.step += 1
             rows.append(row)
-            self.history.append(row)
+            self._record(row)
         return rows
 
-    def save(self, directory: str | Path) -> None:
-        """Write the BC learner (policy, optimizer, D) and DAgger's iteration, counters and RNGs."""
-        path = Path(directory)
-        self.bc.save(path / "bc")
-        save_state(
-            path,
-            agent="DAgger",
-            config=self.config,
-            parts=["bc"],
-            state={
-                "iteration": self.iteration,
-                "rounds": self.rounds,
-                "history": self.history,
-                "rng": rng_state(self.generator, self.np_rng, self.env),
-                "data": None if self.data is None else self.data.state_dict(),
-                "init_weights": self.init_weights,
-                "init_optimizer": self.init_optimizer,
-            },
-        )
+    @property
+    def iteration(self) -> int:
+        """DAgger iterations done so far (the agent's step)."""
+        return self.step
+
+    def _write_parts(self, path: Path) -> list[str]:
+        self.bc.save(path / "bc")  # the learner: policy, optimizer, D, data order
+        return ["bc"]
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "rounds": self.rounds,
+            "history": self.history,
+            "rng": rng_state(self.generator, self.np_rng, self.env),
+            "data": None if self.data is None else self.data.state_dict(),
+            "init_weights": self.init_weights,
+            "init_optimizer": self.init_optimizer,
+        }
 
     @classmethod
-    def load(
-        cls, directory: str | Path, env: Any, *, device: str = "auto", **kwargs: Any
-    ) -> DAgger:
-        """Rebuild a DAgger run saved by :meth:`save` around ``env`` and resume where it stopped."""
-        path = Path(directory)
-        config, state = load_state(path, agent="DAgger", config_class=DAggerConfig)
+    def _restore(
+        cls, path: Path, config: DAggerConfig, state: dict[str, Any], env: Any, *,
+        device: str = "auto", **runtime: Any,
+    ) -> DAgger:  # fmt: skip
         bc = BC.load(path / "bc", device=device, progress_bar=False)
-        agent = cls(bc.policy, env, config, **kwargs)
-        with restoring(path):
-            agent.bc = bc
-            agent.init_weights = state["init_weights"]
-            agent.init_optimizer = state["init_optimizer"]
-            data = state["data"]
-            agent.data = None if data is None else Demonstrations(**data).to(agent.device)
-            agent.iteration, agent.rounds = state["iteration"], state["rounds"]
-            agent.history = state["history"]
-            set_rng_state(state["rng"], agent.generator, agent.np_rng, env)
+        agent = cls(bc.policy, env, config, **runtime)
+        agent.bc = bc
+        agent.init_weights = state["init_weights"]
+        agent.init_optimizer = state["init_optimizer"]
+        data = state["data"]
+        agent.data = None if data is None else Demonstrations(**data).to(agent.device)
+        agent.step, agent.rounds = state["iteration"], state["rounds"]
+        agent.history = state["history"]
+        set_rng_state(state["rng"], agent.generator, agent.np_rng, env)
         return agent
 
 

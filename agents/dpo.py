@@ -15,7 +15,7 @@ completion's tokens only):
 Implicit reward r̂(x, y) = β·log π_θ(y|x)/π_ref(y|x); "accuracy" is the fraction of pairs with
 r̂(x, y_w) > r̂(x, y_l), "margin" the mean of r̂(x, y_w) - r̂(x, y_l).
 
-Symbols -> code: β (τ for IPO) -> cfg.beta | λ -> cfg.lam | ε -> cfg.eps |
+Symbols -> code: β (τ for IPO) -> config.beta | λ -> config.lam | ε -> config.eps |
 log π_θ(y_w|x), log π_θ(y_l|x) -> logp_theta_w, logp_theta_l |
 log π_ref(y_w|x), log π_ref(y_l|x) -> logp_ref_w, logp_ref_l.
 
@@ -35,7 +35,6 @@ caches log π_ref of all pairs and evaluates all held-out pairs; only the main p
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -45,10 +44,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from textgym.agents._common import check_finite, global_sums
+from textgym.agents._common import check_finite
+from textgym.agents.base import Agent
 from torch import Tensor, nn
 
-from textgym.checkpoint import load_state, restoring, save_state
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.preference import (
@@ -58,7 +57,7 @@ from textgym.preference import (
     sequence_logps,
     tokenize_pairs,
 )
-from textgym.training import CSVLogger, frozen_copy, progress, resolve_device
+from textgym.training import frozen_copy, progress, resolve_device
 
 LossType = Literal["sigmoid", "dpop", "ipo", "cdpo"]
 
@@ -89,12 +88,6 @@ class DPOConfig:
     """Evaluate on the held-out pairs every this many updates (0: only when asked)."""
     seed: int = 0
     """Seed of the data order."""
-    device: str = "auto"
-    """Where to train: "auto" (CUDA when available), "cpu", "cuda:0"..."""
-    log_dir: str | None = None
-    """Folder for progress.csv (one row per update); None: no file."""
-    progress_bar: bool = True
-    """Show a tqdm bar during learn()."""
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, str) and self.loss not in LOSSES:  # a value, not a type
@@ -248,20 +241,28 @@ def without_ties(batch: PreferenceBatch) -> PreferenceBatch:
     return batch.select(torch.nonzero(~tied).flatten())
 
 
-class DPO:
+class DPO(Agent):
     """Direct preference optimisation of ``policy`` on fixed (x, y_w, y_l) pairs.
+
+    ``DPO.load(dir, device="auto", **runtime)`` resumes a saved run bit for bit.
 
     Args:
         policy: π_θ, trained in place (kept in eval mode: no dropout).
         ref: π_ref; None freezes a copy of ``policy`` as it is now.
         data: training pairs, as ``PreferencePair`` s or an already tokenized ``PreferenceBatch``.
-        eval_data: optional held-out pairs, for ``evaluate()`` and ``cfg.eval_every``.
+        eval_data: optional held-out pairs, for ``evaluate()`` and ``config.eval_every``.
         config: hyperparameters.
         ref_logps: cached log π_ref of ``data``'s rows (2N,), when already known (checkpoints).
         eval_ref_logps: the same for ``eval_data``.
+        device: where to train: "auto" (CUDA when available), "cpu", "cuda:0"...
+        log_dir: folder for progress.csv (one row per update); None: no file.
+        tensorboard: also write TensorBoard scalars to ``log_dir``.
+        progress_bar: show a tqdm bar during learn().
         accelerator: an ``accelerate.Accelerator`` for data parallelism (see the module
-            docstring); its device replaces ``cfg.device`` ("auto" or the same device type).
+            docstring); its device replaces ``device`` ("auto" or the same device type).
     """
+
+    config_class = DPOConfig
 
     def __init__(
         self,
@@ -273,18 +274,26 @@ class DPO:
         *,
         ref_logps: Tensor | None = None,
         eval_ref_logps: Tensor | None = None,
+        device: str = "auto",
+        log_dir: str | Path | None = None,
+        tensorboard: bool = False,
+        progress_bar: bool = True,
         accelerator: Any = None,
     ) -> None:
         if config.eval_every and eval_data is None:
             raise ValueError(f"DPOConfig.eval_every={config.eval_every} needs eval_data=...")
-        self.cfg = config
-        self.accelerator = accelerator
-        self.world = 1 if accelerator is None else int(accelerator.num_processes)
-        device = self._device(config.device, accelerator)
+        self.config = config
+        self._setup_runtime(
+            log_dir=log_dir,
+            tensorboard=tensorboard,
+            progress_bar=progress_bar,
+            accelerator=accelerator,
+        )
+        where = self._device(device, accelerator)
         self.policy = (
             policy
-            if policy.device == device
-            else LanguageModel(policy.model, policy.tokenizer, device)
+            if policy.device == where
+            else LanguageModel(policy.model, policy.tokenizer, where)
         )
         self.policy.model.eval()
         if ref is None:
@@ -294,7 +303,7 @@ class DPO:
                 f"the reference has {ref.vocab_size} logits but the policy {policy.vocab_size}: "
                 "π_ref must share the policy's vocabulary"
             )
-        self.ref = ref if ref.device == device else LanguageModel(ref.model, ref.tokenizer, device)
+        self.ref = ref if ref.device == where else LanguageModel(ref.model, ref.tokenizer, where)
         self.ref.model.eval().requires_grad_(False)
         self.data = self._tokenize(data)
         self.eval_data = None if eval_data is None else self._tokenize(eval_data)
@@ -319,8 +328,6 @@ class DPO:
         self.trainable: nn.Module = self.policy_logps
         if accelerator is not None:
             self.trainable, self.optimizer = accelerator.prepare(self.trainable, self.optimizer)
-        self.step = 0
-        self.history: list[dict[str, float]] = []
 
     @staticmethod
     def _device(name: str, accelerator: Any) -> torch.device:
@@ -329,14 +336,14 @@ class DPO:
         device = torch.device(accelerator.device)
         if name != "auto" and resolve_device(name).type != device.type:
             raise ValueError(
-                f"DPOConfig.device={name!r} but the accelerator runs on {device}: "
+                f"device={name!r} but the accelerator runs on {device}: "
                 'use device="auto" (each process trains on its accelerator.device)'
             )
         return device
 
     def _check_shards(self) -> None:
         """Every batch must give each process at least one pair (DDP needs a backward on each)."""
-        n, b = len(self.data), self.cfg.batch_size
+        n, b = len(self.data), self.config.batch_size
         smallest = n % b or b  # the last batch of an epoch holds n mod b pairs (all n when n < b)
         if smallest < self.world:
             raise ValueError(
@@ -350,7 +357,7 @@ class DPO:
         if not isinstance(data, PreferenceBatch):
             if len(data) == 0:
                 raise ValueError("DPO needs at least one preference pair (data=...)")
-            data = tokenize_pairs(self.policy, data, max_length=self.cfg.max_length)
+            data = tokenize_pairs(self.policy, data, max_length=self.config.max_length)
         return without_ties(data)
 
     def _pair_logps(
@@ -366,47 +373,36 @@ class DPO:
 
     def _indices(self, step: int) -> Tensor:
         """Pairs of update ``step``: epoch e walks a permutation drawn from (seed, e) alone."""
-        n, b = len(self.data), self.cfg.batch_size
+        n, b = len(self.data), self.config.batch_size
         per_epoch = math.ceil(n / b)
         epoch, j = divmod(step, per_epoch)
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
         return torch.randperm(n, generator=g)[j * b : (j + 1) * b]
-
-    def _shard(self, index: Tensor) -> Tensor:
-        """This process's contiguous share of the global batch ``index`` (all of it in one)."""
-        if self.accelerator is None:
-            return index
-        rank, b = int(self.accelerator.process_index), len(index)
-        return index[rank * b // self.world : (rank + 1) * b // self.world]
 
     def learn(self, n_updates: int) -> list[dict[str, float]]:
         """Run ``n_updates`` optimizer updates of the chosen loss; return their history rows.
 
         Each history row holds the update index, loss, implicit-reward accuracy and margin,
         chosen/rejected rewards and log-probs, grad norm and learning rate (and "eval_*" keys
-        every ``cfg.eval_every`` updates when ``eval_data`` was given). ``self.history`` keeps
+        every ``config.eval_every`` updates when ``eval_data`` was given). ``self.history`` keeps
         the rows of every call.
         """
         rows: list[dict[str, float]] = []
-        main = self.accelerator is None or self.accelerator.is_main_process
-        logger = None if self.cfg.log_dir is None or not main else CSVLogger(self.cfg.log_dir)
-        loss_fn = LOSSES[self.cfg.loss]
+        loss_fn = LOSSES[self.config.loss]
         for _ in progress(
-            range(n_updates),
-            desc=f"DPO[{self.cfg.loss}]",
-            disable=not (self.cfg.progress_bar and main),
+            range(n_updates), desc=f"DPO[{self.config.loss}]", disable=not self.progress_bar
         ):
             index = self._indices(self.step)  # the global batch, the same on every process
-            shard = self._shard(index)
+            shard = self.dp.shard(index)
             p = self._pair_logps(self.data, self.ref_logps, shard, self.trainable)
-            loss = loss_fn(p, self.cfg)
-            terms = {"loss": loss, **pair_means(p, self.cfg.beta)}
+            loss = loss_fn(p, self.config)
+            terms = {"loss": loss, **pair_means(p, self.config.beta)}
             terms |= {"logp_ref_w": p.ref_w.mean(), "logp_ref_l": p.ref_l.mean()}
-            means = global_sums(self.accelerator, terms, len(shard) / len(index))
+            means = self.dp.weighted_sums(terms, len(shard) / len(index))
             check_finite(  # on global means: every process raises together, none hangs in DDP
                 self.step,
                 {
-                    f"{self.cfg.loss}_loss": means["loss"],
+                    f"{self.config.loss}_loss": means["loss"],
                     "logp_theta_w": means["logp_chosen"],
                     "logp_theta_l": means["logp_rejected"],
                     "logp_ref_w": means["logp_ref_w"],
@@ -414,10 +410,8 @@ class DPO:
                 },
             )
             self.optimizer.zero_grad(set_to_none=True)
-            # DDP averages W gradients: weighting shard r's mean loss by W·B_r/B makes the average
-            # the gradient of the mean over all B pairs (the factor is 1 in one process).
-            (loss * (self.world * len(shard) / len(index))).backward()
-            clip = self.cfg.max_grad_norm or float("inf")
+            (loss * self.dp.loss_scale(len(shard), len(index))).backward()
+            clip = self.config.max_grad_norm or float("inf")
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), clip)
             lr = self.scheduler.get_last_lr()[0]
             self.optimizer.step()
@@ -425,16 +419,12 @@ class DPO:
             self.step += 1
             row = {"update": float(self.step), **{k: means[k].item() for k in _EVAL_KEYS}}
             row |= {"grad_norm": grad_norm.item(), "lr": float(lr)}
-            if self.eval_data is not None and self.cfg.eval_every:
-                due = self.step % self.cfg.eval_every == 0
+            if self.eval_data is not None and self.config.eval_every:
+                due = self.step % self.config.eval_every == 0
                 evals = self.evaluate() if due else dict.fromkeys(_EVAL_KEYS, math.nan)
                 row |= {f"eval_{k}": v for k, v in evals.items()}
             rows.append(row)
-            self.history.append(row)
-            if logger is not None:
-                logger.log(row)
-        if logger is not None:
-            logger.close()
+            self._record(row)
         return rows
 
     @torch.no_grad()
@@ -466,26 +456,20 @@ class DPO:
         p = PairLogps(
             *(torch.cat([getattr(q, f) for q in parts]) for f in PairLogps.__dataclass_fields__)
         )
-        return {"loss": LOSSES[self.cfg.loss](p, self.cfg).item(), **pair_metrics(p, self.cfg.beta)}
+        return {
+            "loss": LOSSES[self.config.loss](p, self.config).item(),
+            **pair_metrics(p, self.config.beta),
+        }
 
-    def save(self, directory: str | Path) -> None:
-        """Write policy/, reference/ and the trainer state (optimizer, step, data, cached π_ref).
-
-        Under ``accelerate`` every process calls it and the main process writes; it returns on all
-        processes once the files are complete, so any process may ``load`` them next.
-        """
-        if self.accelerator is None:
-            self._write(Path(directory))
-            return
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            self._write(Path(directory))
-        self.accelerator.wait_for_everyone()
-
-    def _write(self, path: Path) -> None:
+    def _write_parts(self, path: Path) -> list[str]:
         self.policy.save_pretrained(path / "policy")
         self.ref.save_pretrained(path / "reference")
-        state: dict[str, Any] = {
+        return ["policy", "reference"]
+
+    def _state(self) -> dict[str, Any]:
+        # No RNG state to save: the data order is a function of (config.seed, step) and dropout
+        # is off, so step and seed are the whole random state.
+        return {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -494,44 +478,38 @@ class DPO:
             "ref_logps": self.ref_logps,
             "eval_data": None if self.eval_data is None else self.eval_data.state_dict(),
             "eval_ref_logps": self.eval_ref_logps,
-            # No RNG state to save: the data order is a function of (cfg.seed, step) and dropout
-            # is off, so step and seed are the whole random state.
         }
-        save_state(path, agent="DPO", config=self.cfg, parts=["policy", "reference"], state=state)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | None = None, accelerator: Any = None) -> DPO:
-        """Rebuild an agent from ``save(directory)``; ``learn`` then continues bit for bit.
-
-        Args:
-            directory: the checkpoint folder.
-            device: override the saved ``cfg.device``.
-            accelerator: as in the constructor; every process loads the checkpoint.
-        """
-        path = Path(directory)
-        cfg, state = load_state(path, agent="DPO", config_class=DPOConfig)
-        if device is not None:
-            cfg = dataclasses.replace(cfg, device=device)
-        where = cfg.device if accelerator is None else cls._device(cfg.device, accelerator)
-        with restoring(path):
-            policy = LanguageModel.from_pretrained(path / "policy", device=where)
-            ref = LanguageModel.from_pretrained(path / "reference", device=where)
-            eval_data = (
-                None if state["eval_data"] is None else PreferenceBatch(**state["eval_data"])
-            )
-            agent = cls(
-                policy,
-                ref,
-                PreferenceBatch(**state["data"]),
-                eval_data,
-                cfg,
-                ref_logps=state["ref_logps"],
-                eval_ref_logps=state["eval_ref_logps"],
-                accelerator=accelerator,
-            )
-            agent.optimizer.load_state_dict(state["optimizer"])
-            agent.scheduler.load_state_dict(state["scheduler"])
-            agent.step, agent.history = state["step"], state["history"]
+    def _restore(
+        cls,
+        path: Path,
+        config: DPOConfig,
+        state: dict[str, Any],
+        *,
+        device: str = "auto",
+        accelerator: Any = None,
+        **runtime: Any,
+    ) -> DPO:
+        where = cls._device(device, accelerator)
+        policy = LanguageModel.from_pretrained(path / "policy", device=where)
+        ref = LanguageModel.from_pretrained(path / "reference", device=where)
+        saved_eval = state["eval_data"]
+        agent = cls(
+            policy,
+            ref,
+            PreferenceBatch(**state["data"]),
+            None if saved_eval is None else PreferenceBatch(**saved_eval),
+            config,
+            ref_logps=state["ref_logps"],
+            eval_ref_logps=state["eval_ref_logps"],
+            device=device,
+            accelerator=accelerator,
+            **runtime,
+        )
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.scheduler.load_state_dict(state["scheduler"])
+        agent.step, agent.history = state["step"], state["history"]
         return agent
 
 

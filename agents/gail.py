@@ -36,11 +36,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from textgym.agents.base import Agent
 from textgym.agents.bc import Demonstrations, as_demonstrations
 from textgym.agents.ppo import PPO, PPOConfig
 from torch import Tensor, nn
 
-from textgym.checkpoint import load_state, restoring, save_state
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout
@@ -170,24 +170,12 @@ def fold_absorbing(rewards: Tensor, absorbing: Tensor) -> Tensor:  # (B, T)
     return torch.where(absorbing, 0.0, rewards + entering * after)
 
 
-class _DiscriminatorRewardPPO(PPO):
-    """The native PPO whose collected rollouts pass through GAIL before the update."""
-
-    agent_name = "PPO"  # its checkpoint is a PPO checkpoint (GAIL's own part sits beside it)
-
-    gail: GAIL
-
-    def collect(self) -> Rollout:
-        rollout = super().collect()
-        rollout, self._gail_stats = self.gail.relabel(rollout)
-        return rollout
-
-    def _update(self, rollout: Rollout) -> dict[str, float]:
-        return {**super()._update(rollout), **self._gail_stats}
-
-
-class GAIL:
+class GAIL(Agent):
     """Generative adversarial imitation learning for a policy LM (the native PPO as generator).
+
+    The generator is a plain :class:`PPO` whose score stage is :meth:`relabel`: each round of
+    episodes trains D_w, then learns from r(D_w) instead of the env's reward.
+    ``GAIL.load(dir, env, device="auto", discriminator_lm=None, **kwargs)`` resumes a saved run.
 
     Args:
         policy: π_θ, trained in place.
@@ -200,6 +188,8 @@ class GAIL:
             with the same tokenizer keeps D_w cheap beside a large policy.
         **kwargs: ``ref``, ``log_dir``, ``tensorboard``, ``progress_bar``, ``accelerator`` (PPO's).
     """
+
+    config_class = GAILConfig
 
     def __init__(
         self,
@@ -217,20 +207,16 @@ class GAIL:
                 "GAIL needs equal-length episodes: build the env with fixed_horizon=True, e.g. "
                 "gym.make_vec('textgym/Reverse-v0', num_envs=16, fixed_horizon=True)"
             )
-        ppo = _DiscriminatorRewardPPO(policy, env, config=config.ppo, **kwargs)
+        ppo = PPO(policy, env, config=config.ppo, score=self.relabel, **kwargs)
         demos = as_demonstrations(policy, demonstrations)
         self._wire(ppo, demos, config, discriminator_lm or policy)
 
     def _wire(
-        self,
-        ppo: _DiscriminatorRewardPPO,
-        demos: Demonstrations,
-        config: GAILConfig,
-        disc_lm: LanguageModel,
+        self, ppo: PPO, demos: Demonstrations, config: GAILConfig, disc_lm: LanguageModel
     ) -> None:
-        """Attach the discriminator side to a PPO agent (shared by ``__init__`` and ``load``)."""
+        """Attach the discriminator side to the generator (shared by ``__init__`` and ``load``)."""
         self.ppo, self.config, self.demonstrations = ppo, config, demos
-        ppo.gail = self
+        self.dp = ppo.dp
         self.policy, self.env, self.device = ppo.policy, ppo.env, ppo.device
         holder: Any = getattr(self.env, "unwrapped", self.env)
         env_config = holder.config
@@ -311,12 +297,12 @@ class GAIL:
         return replace(rollout, **cut), stats
 
     @property
-    def step(self) -> int:
+    def step(self) -> int:  # type: ignore[override]  # the generator's counter, not a copy
         """Policy updates done."""
         return self.ppo.step
 
     @property
-    def history(self) -> list[dict[str, float]]:
+    def history(self) -> list[dict[str, float]]:  # type: ignore[override]  # the generator's rows
         """One row per update: PPO's terms, the env's reward ("reward") and D_w's statistics."""
         return self.ppo.history
 
@@ -324,40 +310,35 @@ class GAIL:
         """Run ``n_updates`` iterations of Algorithm 1: rollout, D_w steps, PPO update."""
         return self.ppo.learn(n_updates)
 
-    def save(self, directory: str | Path) -> None:
-        """D_w, its optimizer and τ_E, with the generator's PPO checkpoint (policy, reference,
-        value head, optimizer, RNGs) in ``ppo/``."""
-        path = Path(directory)
-        self.ppo.save(path / "ppo")
-        state = {
+    def _write_parts(self, path: Path) -> list[str]:
+        self.ppo.save(path / "ppo")  # the generator: policy, reference, value head, RNGs
+        return ["ppo"]
+
+    def _state(self) -> dict[str, Any]:
+        return {
             "discriminator": self.discriminator.state_dict(),
             "optimizer": self.disc_optimizer.state_dict(),
             "demonstrations": self.demonstrations.state_dict(),
         }
-        save_state(path, agent="GAIL", config=self.config, parts=["ppo"], state=state)
 
     @classmethod
-    def load(
+    def _restore(
         cls,
-        directory: str | Path,
+        path: Path,
+        config: GAILConfig,
+        state: dict[str, Any],
         env: Any,
         *,
         device: str = "auto",
         discriminator_lm: LanguageModel | None = None,
         **kwargs: Any,
     ) -> GAIL:
-        """Rebuild a GAIL run saved by :meth:`save` around ``env`` and resume where it stopped.
-
-        ``discriminator_lm``: an LM of π_w's architecture when it is not the policy's (its
-        weights are replaced by the saved ones).
-        """
-        path = Path(directory)
-        config, state = load_state(path, agent="GAIL", config_class=GAILConfig)
-        ppo = _DiscriminatorRewardPPO.load(path / "ppo", env, device=device, **kwargs)
+        """``discriminator_lm``: an LM of π_w's architecture when it is not the policy's (its
+        weights are replaced by the saved ones)."""
         agent = cls.__new__(cls)
-        with restoring(path):
-            demos = Demonstrations(**state["demonstrations"])
-            agent._wire(ppo, demos, config, discriminator_lm or ppo.policy)
-            agent.discriminator.load_state_dict(state["discriminator"])
-            agent.disc_optimizer.load_state_dict(state["optimizer"])
+        ppo = PPO.load(path / "ppo", env, device=device, score=agent.relabel, **kwargs)
+        demos = Demonstrations(**state["demonstrations"])
+        agent._wire(ppo, demos, config, discriminator_lm or ppo.policy)
+        agent.discriminator.load_state_dict(state["discriminator"])
+        agent.disc_optimizer.load_state_dict(state["optimizer"])
         return agent

@@ -9,9 +9,9 @@ For t = 1..T:
     4. π_{t+1} = argmin_θ L_DPO(π_θ; π_ref = π_t) on those pairs (see agents/dpo.py);
 then return the best of π_1..π_{T+1} on validation prompts.
 
-Symbols -> code: T -> cfg.rounds | K -> cfg.k | P / r -> ``preference`` / ``reward`` |
+Symbols -> code: T -> config.rounds | K -> config.k | P / r -> ``preference`` / ``reward`` |
 π_t -> ``self.policy`` at the start of round t (frozen as the round's reference) |
-β -> cfg.dpo.beta.
+β -> config.dpo.beta.
 
 The validation score is the mean reward of one sampled completion per validation prompt (with a
 reward), or the mean P(y ≻ y_1) against π_1's completions (with a pairwise preference). Every
@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from textgym.agents.base import Agent
 from textgym.agents.dpo import DPO, DPOConfig
 
-from textgym.checkpoint import load_state, restoring, save_state
 from textgym.config import check_fields, check_range
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
 from textgym.preference import PreferenceFn, RewardFn, sample_pairs
-from textgym.training import CSVLogger, progress, resolve_device
+from textgym.training import progress, resolve_device
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class IterativeDPOConfig:
     k: int = 4
     """K, completions sampled per prompt; DNO-Prct samples 5."""
     updates_per_round: int = 60
-    """DPO updates per round (each on cfg.dpo.batch_size pairs)."""
+    """DPO updates per round (each on dpo.batch_size pairs)."""
     prompts_per_round: int | None = None
     """Training prompts drawn (without replacement) each round; None: all of them."""
     min_margin: float = 0.0
@@ -66,8 +66,6 @@ class IterativeDPOConfig:
     """Seed of sampling and prompt selection."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
     """The DPO update run each round against π_t (its seed is offset by the round)."""
-    log_dir: str | None = None
-    """Folder for rounds.csv (one row per round); None: no file."""
 
     def __post_init__(self) -> None:
         check_fields(self)  # also: min_margin finite
@@ -83,8 +81,11 @@ class IterativeDPOConfig:
         check_range(self, "seed", low=0, high=2**32 - 1)
 
 
-class IterativeDPO:
+class IterativeDPO(Agent):
     """On-policy rounds of DPO, each against the previous round's policy.
+
+    ``IterativeDPO.load(dir, reward=... or preference=..., device="auto", **runtime)`` resumes a
+    saved run at its next round (the reward or preference function is not saved: pass it again).
 
     Args:
         policy: π_1, trained in place; ``best_policy`` keeps the best round's weights.
@@ -95,7 +96,13 @@ class IterativeDPO:
         val_prompts: validation prompts for model selection (defaults to the training prompts).
         val_references: gold completions of the validation prompts, passed to the reward.
         config: hyperparameters.
+        device: where to train: "auto" (CUDA when available), "cpu", "cuda:0"...
+        log_dir: folder for progress.csv (one row per round); None: no file.
+        tensorboard: also write TensorBoard scalars to ``log_dir``.
+        progress_bar: show tqdm bars (rounds, and each round's DPO updates).
     """
+
+    config_class = IterativeDPOConfig
 
     def __init__(
         self,
@@ -108,6 +115,10 @@ class IterativeDPO:
         val_prompts: Sequence[str] | None = None,
         val_references: Sequence[Sequence[str]] | None = None,
         config: IterativeDPOConfig = IterativeDPOConfig(),
+        device: str = "auto",
+        log_dir: str | Path | None = None,
+        tensorboard: bool = False,
+        progress_bar: bool = True,
     ) -> None:
         if (reward is None) == (preference is None):
             raise ValueError("IterativeDPO needs exactly one of reward= or preference=")
@@ -115,12 +126,13 @@ class IterativeDPO:
             raise ValueError("IterativeDPO needs training prompts")
         if config.include_reference and references is None:
             raise ValueError("include_reference=True needs references")
-        self.cfg = config
-        device = resolve_device(config.dpo.device)
+        self.config = config
+        self._setup_runtime(log_dir=log_dir, tensorboard=tensorboard, progress_bar=progress_bar)
+        self.device = resolve_device(device)
         self.policy = (
             policy
-            if policy.device == device
-            else LanguageModel(policy.model, policy.tokenizer, device)
+            if policy.device == self.device
+            else LanguageModel(policy.model, policy.tokenizer, self.device)
         )
         self.prompts, self.references = (
             list(prompts),
@@ -129,22 +141,20 @@ class IterativeDPO:
         self.val_prompts = list(val_prompts) if val_prompts is not None else self.prompts
         self.val_references = val_references if val_prompts is not None else self.references
         self.reward, self.preference = reward, preference
-        self.generator = torch.Generator(device=device).manual_seed(config.seed)
-        self.round = 0
-        self.history: list[dict[str, float]] = []
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.best_score = -math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self._val_anchor: list[str] | None = None  # π_1's validation completions (pairwise only)
 
     def _sample_val(self) -> list[str]:
-        g = torch.Generator(device=self.policy.device).manual_seed(self.cfg.seed + 7919)
+        g = torch.Generator(device=self.policy.device).manual_seed(self.config.seed + 7919)
         out = generate(
             self.policy,
             self.val_prompts,
-            max_new_tokens=self.cfg.max_new_tokens,
+            max_new_tokens=self.config.max_new_tokens,
             do_sample=True,
-            temperature=self.cfg.temperature,
-            top_p=self.cfg.top_p if self.cfg.top_p < 1 else None,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p if self.config.top_p < 1 else None,
             generator=g,
         )
         return list(out.texts)
@@ -168,7 +178,7 @@ class IterativeDPO:
             }
 
     def _round_prompts(self) -> tuple[list[str], list[Sequence[str]] | None]:
-        n = self.cfg.prompts_per_round
+        n = self.config.prompts_per_round
         if n is None or n >= len(self.prompts):
             return self.prompts, self.references
         pick = torch.randperm(
@@ -179,7 +189,7 @@ class IterativeDPO:
         return [self.prompts[i] for i in idx], refs
 
     def learn(self, rounds: int | None = None) -> list[dict[str, float]]:
-        """Run ``rounds`` (default: the rest of ``cfg.rounds``) of sample -> rank -> DPO.
+        """Run ``rounds`` (default: the rest of ``config.rounds``) of sample -> rank -> DPO.
 
         Returns:
             One row per round: pairs kept, their mean margin, the mean score of π_t's samples on the
@@ -187,48 +197,49 @@ class IterativeDPO:
             π_{t+1}. Row 0 ("round" 0) holds π_1's validation score.
         """
         rows: list[dict[str, float]] = []
-        logger = None if self.cfg.log_dir is None else CSVLogger(self.cfg.log_dir)
 
         def record(row: dict[str, float]) -> None:
             rows.append(row)
-            self.history.append(row)
-            if logger is not None:
-                logger.log(row)
+            self._record(row)
 
-        if self.round == 0 and not self.history:
+        if self.step == 0 and not self.history:
             score = self.validate()
             self._keep_if_best(score)
             record(dict.fromkeys(_ROW_KEYS, math.nan) | {"round": 0.0, "val_score": score})
-        todo = self.cfg.rounds - self.round if rounds is None else rounds
-        for _ in progress(range(todo), desc="IterativeDPO", disable=not self.cfg.dpo.progress_bar):
+        todo = self.config.rounds - self.round if rounds is None else rounds
+        for _ in progress(range(todo), desc="IterativeDPO", disable=not self.progress_bar):
             prompts, refs = self._round_prompts()
             sampled = sample_pairs(
                 self.policy,
                 prompts,
-                k=self.cfg.k,
+                k=self.config.k,
                 reward=self.reward,
                 preference=self.preference,
                 references=refs,
-                include_reference=self.cfg.include_reference,
-                min_margin=self.cfg.min_margin,
-                max_new_tokens=self.cfg.max_new_tokens,
-                temperature=self.cfg.temperature,
-                top_p=self.cfg.top_p,
+                include_reference=self.config.include_reference,
+                min_margin=self.config.min_margin,
+                max_new_tokens=self.config.max_new_tokens,
+                temperature=self.config.temperature,
+                top_p=self.config.top_p,
                 generator=self.generator,
             )
             if not sampled.pairs:
                 raise RuntimeError(
                     f"round {self.round + 1}: no pair of {len(prompts)} prompts passed min_margin="
-                    f"{self.cfg.min_margin}; lower it or raise k"
+                    f"{self.config.min_margin}; lower it or raise k"
                 )
             # π_ref = π_t: DPO freezes a copy of the policy as it is at the start of the round.
-            dpo_cfg = dataclasses.replace(
-                self.cfg.dpo, seed=self.cfg.dpo.seed + self.round, log_dir=None
+            dpo_cfg = dataclasses.replace(self.config.dpo, seed=self.config.dpo.seed + self.round)
+            agent = DPO(
+                self.policy,
+                data=sampled.pairs,
+                config=dpo_cfg,
+                device=str(self.device),
+                progress_bar=self.progress_bar,
             )
-            agent = DPO(self.policy, data=sampled.pairs, config=dpo_cfg)
-            last = agent.learn(self.cfg.updates_per_round)[-1]
+            last = agent.learn(self.config.updates_per_round)[-1]
             del agent  # frees π_t's copy before validation samples
-            self.round += 1
+            self.step += 1
             score = self.validate()
             self._keep_if_best(score)
             record(
@@ -243,9 +254,12 @@ class IterativeDPO:
                     "val_score": score,
                 }
             )
-        if logger is not None:
-            logger.close()
         return rows
+
+    @property
+    def round(self) -> int:
+        """Rounds done so far (the agent's step)."""
+        return self.step
 
     def best_policy(self) -> LanguageModel:
         """A copy of the policy with the weights that scored best on validation."""
@@ -254,12 +268,13 @@ class IterativeDPO:
             best.model.load_state_dict(self.best_state)
         return best
 
-    def save(self, directory: str | Path) -> None:
-        """Write policy/, best/ and the trainer state; resuming continues at the next round."""
-        path = Path(directory)
+    def _write_parts(self, path: Path) -> list[str]:
         self.policy.save_pretrained(path / "policy")
         self.best_policy().save_pretrained(path / "best")
-        state: dict[str, Any] = {
+        return ["policy", "best"]
+
+    def _state(self) -> dict[str, Any]:
+        return {
             "round": self.round,
             "history": self.history,
             "best_score": self.best_score,
@@ -270,39 +285,38 @@ class IterativeDPO:
             "val_references": self.val_references,
             "val_anchor": self._val_anchor,
         }
-        save_state(
-            path, agent="IterativeDPO", config=self.cfg, parts=["policy", "best"], state=state
-        )
 
     @classmethod
-    def load(
+    def _restore(
         cls,
-        directory: str | Path,
+        path: Path,
+        config: IterativeDPOConfig,
+        state: dict[str, Any],
         *,
         reward: RewardFn | None = None,
         preference: PreferenceFn | None = None,
+        device: str = "auto",
+        **runtime: Any,
     ) -> IterativeDPO:
-        """Rebuild from ``save(directory)``; pass the reward or preference again (not saved)."""
-        path = Path(directory)
-        cfg, state = load_state(path, agent="IterativeDPO", config_class=IterativeDPOConfig)
-        with restoring(path):
-            policy = LanguageModel.from_pretrained(path / "policy", device=cfg.dpo.device)
-            agent = cls(
-                policy,
-                state["prompts"],
-                reward=reward,
-                preference=preference,
-                references=state["references"],
-                val_prompts=state["val_prompts"],
-                val_references=state["val_references"],
-                config=cfg,
-            )
-            best = LanguageModel.from_pretrained(path / "best", device="cpu")
-            agent.best_state = {k: v.clone() for k, v in best.model.state_dict().items()}
-            agent.round, agent.history = state["round"], state["history"]
-            agent.best_score = state["best_score"]
-            agent.generator.set_state(state["generator"])
-            agent._val_anchor = state["val_anchor"]
+        policy = LanguageModel.from_pretrained(path / "policy", device=device)
+        agent = cls(
+            policy,
+            state["prompts"],
+            reward=reward,
+            preference=preference,
+            references=state["references"],
+            val_prompts=state["val_prompts"],
+            val_references=state["val_references"],
+            config=config,
+            device=device,
+            **runtime,
+        )
+        best = LanguageModel.from_pretrained(path / "best", device="cpu")
+        agent.best_state = {k: v.clone() for k, v in best.model.state_dict().items()}
+        agent.step, agent.history = state["round"], state["history"]
+        agent.best_score = state["best_score"]
+        agent.generator.set_state(state["generator"])
+        agent._val_anchor = state["val_anchor"]
         return agent
 
 

@@ -189,7 +189,7 @@ class PPO(OnPolicyAgent):
             rollout.bootstrap_values if cfg.bootstrap_truncated else None,
             rollout.terminated,
         )
-        advantages = whiten(advantages, mask, reduce=self.reduce)
+        advantages = whiten(advantages, mask, reduce=self.dp.sum)
         size = len(rollout) // cfg.n_minibatches
         sums: dict[str, float] = {}
         for _ in range(cfg.n_epochs):
@@ -212,9 +212,9 @@ class PPO(OnPolicyAgent):
                     cfg.clip_value,
                     cfg.vf_coef,
                     cfg.ent_coef,
-                    self.reduce(sub.completion_mask.sum()).clamp(min=1) / self.world,
+                    self.dp.sum(sub.completion_mask.sum()).clamp(min=1) / self.world,
                 )
-                terms = self.global_terms(terms)
+                terms = self.dp.global_terms(terms)
                 check_finite(self.step, terms)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -224,13 +224,13 @@ class PPO(OnPolicyAgent):
                     sums[key] = sums.get(key, 0.0) + float(value) / (
                         cfg.n_epochs * cfg.n_minibatches
                     )
-        episode_kl = float(self.reduce(kl.sum()) / self.reduce(torch.tensor(float(len(rollout)))))
+        episode_kl = float(self.dp.sum(kl.sum()) / self.dp.sum(torch.tensor(float(len(rollout)))))
         beta = self.kl_ctl.value
         self.kl_ctl.update(episode_kl, len(rollout) * self.world)
         return {
             "kl": episode_kl,
             "beta": beta,
-            "entropy_rollout": float(masked_mean(-rollout.logprobs, mask, reduce=self.reduce)),
+            "entropy_rollout": float(masked_mean(-rollout.logprobs, mask, reduce=self.dp.sum)),
             **sums,
         }
 

@@ -177,17 +177,17 @@ class REINFORCE(OnPolicyAgent):
             * mask
         )
         advantages = returns - baseline  # (B, T)
-        n_episodes = self.reduce(torch.tensor(float(len(rollout)), device=self.device))
+        n_episodes = self.dp.sum(torch.tensor(float(len(rollout)), device=self.device))
         logp, entropy, values = self.trainable(rollout)
         policy_loss = reinforce_loss(logp, advantages, mask, n_episodes / self.world)
-        count = self.reduce(mask.sum()).clamp(min=1) / self.world
+        count = self.dp.sum(mask.sum()).clamp(min=1) / self.world
         value_loss = (
             0.5 * ((values - returns) ** 2 * mask).sum() / count
             if values is not None
             else torch.zeros((), device=self.device)
         )
         loss = policy_loss + cfg.vf_coef * value_loss
-        terms = self.global_terms(
+        terms = self.dp.global_terms(
             {"loss": loss.detach(), "policy_loss": policy_loss.detach(), "value_loss": value_loss}
         )
         check_finite(self.step, terms)
@@ -195,14 +195,14 @@ class REINFORCE(OnPolicyAgent):
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), cfg.max_grad_norm)
         self.optimizer.step()
-        g0 = float(self.reduce(returns[:, 0].sum()) / n_episodes)
+        g0 = float(self.dp.sum(returns[:, 0].sum()) / n_episodes)
         self.average = cfg.ma_decay * self.average + (1 - cfg.ma_decay) * g0
         self.n_averaged += 1
         return {
-            "kl": float(self.reduce(kl.sum()) / n_episodes),
+            "kl": float(self.dp.sum(kl.sum()) / n_episodes),
             "return": g0,
-            "baseline": float(self.reduce(baseline[:, 0].sum()) / n_episodes),
-            "entropy": float(masked_mean(entropy.detach(), mask, reduce=self.reduce)),
+            "baseline": float(self.dp.sum(baseline[:, 0].sum()) / n_episodes),
+            "entropy": float(masked_mean(entropy.detach(), mask, reduce=self.dp.sum)),
             "grad_norm": float(grad_norm),
             **{k: float(v.detach()) for k, v in terms.items()},
         }

@@ -84,13 +84,11 @@ class TextgymRunner:
         dpo_cfg = DPOConfig(
             batch_size=cfg.batch_size,
             max_length=cfg.max_length,
-            device="cpu",
-            progress_bar=False,
             lr=1e-5,
             seed=cfg.seed,
         )
         self.cfg = cfg
-        self.agent = DPO(lm, data=pairs, config=dpo_cfg)
+        self.agent = DPO(lm, data=pairs, config=dpo_cfg, device="cpu", progress_bar=False)
         self.agent.learn(cfg.warmup)
 
     def __call__(self, steps: int) -> float:

@@ -102,12 +102,12 @@ def offline(cfg: ReproConfig, seed: int) -> dict[str, dict[str, float]]:
             loss=loss,
             lr=cfg.lr,
             batch_size=cfg.batch_size,
-            device="cpu",  # type: ignore[arg-type]
-            progress_bar=False,
             seed=seed,
         )
         start = time.perf_counter()
-        agent = DPO(policy, data=tr.pairs, eval_data=va.pairs, config=dcfg)
+        agent = DPO(
+            policy, data=tr.pairs, eval_data=va.pairs, config=dcfg, device="cpu", progress_bar=False
+        )
         agent.learn(cfg.updates)
         held, on_train = agent.evaluate(), agent.evaluate(tr.pairs)
         out[loss] = {
@@ -135,9 +135,7 @@ def iterative(cfg: ReproConfig, seed: int) -> list[dict[str, float]]:
         max_new_tokens=cfg.max_new_tokens,
         min_margin=0.05,
         seed=seed,
-        dpo=DPOConfig(
-            lr=cfg.round_lr, batch_size=cfg.batch_size, device="cpu", progress_bar=False, seed=seed
-        ),
+        dpo=DPOConfig(lr=cfg.round_lr, batch_size=cfg.batch_size, seed=seed),
     )
     agent = IterativeDPO(
         lm,
@@ -145,6 +143,8 @@ def iterative(cfg: ReproConfig, seed: int) -> list[dict[str, float]]:
         reward=make("sentiment"),
         val_prompts=list(val.prompts[:64]),
         config=icfg,
+        device="cpu",
+        progress_bar=False,
     )
     return agent.learn()
 

@@ -74,9 +74,9 @@ def run_dpo(cfg: FrontierConfig, pairs: list[Any], beta: float) -> list[dict[str
         policy,
         data=pairs,
         ref=ref,
-        config=DPOConfig(
-            beta=beta, lr=1e-4, batch_size=8, seed=cfg.seed, device="cpu", progress_bar=False
-        ),
+        config=DPOConfig(beta=beta, lr=1e-4, batch_size=8, seed=cfg.seed),
+        device="cpu",
+        progress_bar=False,
     )
     every = cfg.dpo_updates // cfg.points
     curve = [{"update": 0, **measure(policy, ref, cfg)}]

@@ -170,9 +170,7 @@ def _iterative_dpo(
     train = load(task, "train")
     # Prompts for all rounds come from the agent's own seeded sampler over the train prompts.
     prompts = train.prompts[: cfg.dpo_prompts * rounds * 4]
-    dcfg = DPOConfig(
-        beta=0.1, lr=1e-4, batch_size=8, device=cfg.device, progress_bar=False, seed=seed
-    )
+    dcfg = DPOConfig(beta=0.1, lr=1e-4, batch_size=8, seed=seed)
     icfg = IterativeDPOConfig(
         rounds=rounds,
         k=4,
@@ -192,6 +190,8 @@ def _iterative_dpo(
         val_prompts=prompts[: cfg.dpo_prompts],
         val_references=None if refs is None else refs[: cfg.dpo_prompts],
         config=icfg,
+        device=cfg.device,
+        progress_bar=False,
     )
     agent.learn()
     return agent.policy

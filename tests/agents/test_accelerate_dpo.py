@@ -46,11 +46,11 @@ def main(out: str, world: str) -> None:
 
         accelerator = Accelerator(cpu=True)
     lm = textgym.LanguageModel.from_pretrained(textgym.DEFAULT_MODEL, device="cpu")
-    cfg = DPOConfig(batch_size=3, lr=1e-3, warmup_steps=2, device="cpu", progress_bar=False)
-    agent = DPO(lm, data=PAIRS, config=cfg, accelerator=accelerator)
+    cfg = DPOConfig(batch_size=3, lr=1e-3, warmup_steps=2)
+    agent = DPO(lm, data=PAIRS, config=cfg, accelerator=accelerator, progress_bar=False)
     agent.learn(2)
     agent.save(Path(out) / "ckpt")  # every process calls it; the main process writes
-    agent = DPO.load(Path(out) / "ckpt", accelerator=accelerator)
+    agent = DPO.load(Path(out) / "ckpt", accelerator=accelerator, progress_bar=False)
     agent.learn(2)  # crosses into the second epoch
     if accelerator is None or accelerator.is_main_process:
         params = {k: v.detach().clone() for k, v in agent.policy.model.state_dict().items()}
@@ -62,12 +62,14 @@ def test_too_few_pairs_per_process_raises_at_construction() -> None:
     from textgym.agents.dpo import DPO, DPOConfig
 
     lm = textgym.LanguageModel.from_pretrained(textgym.DEFAULT_MODEL, device="cpu")
-    two = SimpleNamespace(num_processes=2, process_index=0, device=torch.device("cpu"))
-    cfg = DPOConfig(batch_size=3, device="cpu", progress_bar=False)
+    two = SimpleNamespace(
+        num_processes=2, process_index=0, is_main_process=True, device=torch.device("cpu")
+    )
+    cfg = DPOConfig(batch_size=3)
     with pytest.raises(ValueError, match=r"2 processes need at least 2 pairs.*makes a batch of 1"):
         DPO(lm, data=PAIRS[:7], config=cfg, accelerator=two)  # batches of 3, 3, 1
     with pytest.raises(ValueError, match=r"device='cuda' but the accelerator runs on cpu"):
-        DPO(lm, data=PAIRS, config=DPOConfig(device="cuda"), accelerator=two)
+        DPO(lm, data=PAIRS, config=cfg, device="cuda", accelerator=two)
 
 
 @pytest.mark.slow

@@ -64,10 +64,10 @@ PAIRS = [
 
 def test_dpo_drops_pairs_with_chosen_equal_to_rejected(lm: LanguageModel) -> None:
     with pytest.warns(UserWarning, match=r"dropped 1 of 3 preference pairs"):
-        agent = DPO(lm, data=PAIRS, config=DPOConfig(device="cpu", progress_bar=False))
+        agent = DPO(lm, data=PAIRS, config=DPOConfig(), progress_bar=False)
     assert len(agent.data) == 2
 
 
 def test_dpo_with_only_tied_pairs_is_an_error(lm: LanguageModel) -> None:
     with pytest.raises(ValueError, match=r"all 2 preference pairs have chosen == rejected"):
-        DPO(lm, data=[PAIRS[2], PAIRS[2]], config=DPOConfig(device="cpu", progress_bar=False))
+        DPO(lm, data=[PAIRS[2], PAIRS[2]], config=DPOConfig(), progress_bar=False)

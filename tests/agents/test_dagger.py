@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -142,36 +141,6 @@ def test_lm_expert_labels_the_teacher_argmax(
         with torch.no_grad():
             logits = tiny_llama_lm.model(input_ids=ids).logits[0, -1]
         assert labels[b] == int(logits[: len(lm.tokenizer)].argmax())
-
-
-def test_resume_is_identical(lm: LanguageModel, tiny_gpt2_dir: str, tmp_path: Path) -> None:
-    cfg = DAggerConfig(
-        episodes_per_iteration=4,
-        steps_per_iteration=3,
-        greedy=False,
-        bc=BCConfig(val_fraction=0.0, batch_size=2, lr=3e-3),
-    )
-
-    def fresh() -> DAgger:
-        lm = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
-        return DAgger(lm, make_env(lm, ReferenceExpert()), cfg, progress_bar=False)
-
-    straight = fresh()
-    straight.learn(3)
-    first = fresh()
-    first.learn(2)
-    first.save(tmp_path / "dagger")
-    resumed = DAgger.load(
-        tmp_path / "dagger", make_env(lm, ReferenceExpert()), device="cpu", progress_bar=False
-    )
-    resumed.learn(1)
-    assert resumed.data is not None
-    assert straight.data is not None
-    assert torch.equal(resumed.data.labels, straight.data.labels)
-    for a, b in zip(
-        resumed.policy.model.parameters(), straight.policy.model.parameters(), strict=True
-    ):
-        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("warm_start", [False, True])
