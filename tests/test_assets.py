@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from textgym.assets import DATA_DIR, MODEL_DIR, TASK_NAMES, corpus, load_jsonl
+from textgym.assets import DATA_DIR, MODEL_DIR, TASK_NAMES, corpus, load_grammar, load_jsonl
 
 # Measured on the shipped model: perplexity 2.19 on these 64 test reviews (2.24 on the 300
 # validation reviews, see model/training_log.json). The bound leaves room for a rebuild on other
@@ -36,27 +36,29 @@ def test_generator_is_deterministic() -> None:
     assert corpus.lm_documents(1, 10, 10, 2) == corpus.lm_documents(1, 10, 10, 2)
 
 
-def _standalone(path: Path, name: str) -> str:
-    """Python code that loads one file as module ``name`` without importing textgym.
+CORPUS_PY = Path(corpus.__file__)
+# The corpus modules: the task rows and documents, the grammars, their shared English helpers.
+CORPUS_MODULES = ("corpus", "review_grammar", "concept_grammar", "english")
 
-    Importing ``textgym.assets`` first runs ``textgym/__init__.py``, which pulls in torch and
-    transformers: slow, and it would hide whether these files import torch themselves.
+
+def _without_textgym_init() -> str:
+    """Python code that imports ``textgym.assets`` and its corpus without ``textgym/__init__.py``.
+
+    That file pulls in torch and transformers: slow, and it would hide whether the assets import
+    torch themselves. A bare package object stands in for ``textgym``.
     """
     return (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location({name!r}, {str(path)!r})\n"
-        f"{name} = importlib.util.module_from_spec(spec)\n"
-        f"sys.modules[{name!r}] = {name}  # dataclasses look their module up here\n"
-        f"spec.loader.exec_module({name})\n"
+        "import sys, types\n"
+        "package = types.ModuleType('textgym')\n"
+        f"package.__path__ = [{str(CORPUS_PY.parents[1])!r}]\n"
+        "sys.modules['textgym'] = package\n"
+        f"from textgym.assets import {', '.join(CORPUS_MODULES)}\n"
     )
-
-
-CORPUS_PY = Path(corpus.__file__)
 
 
 def test_generator_is_deterministic_across_processes() -> None:
     """String hashing is salted per process: the text must not depend on it."""
-    code = _standalone(CORPUS_PY, "corpus") + (
+    code = _without_textgym_init() + (
         "import hashlib, json\n"
         "rows = corpus.concept_records(0) + corpus.review_records(0, {'train': 50,"
         " 'validation': 5, 'test': 5})\n"
@@ -181,13 +183,14 @@ def test_load_jsonl_unknown_name_lists_tasks() -> None:
         load_jsonl("nope")
 
 
+def test_load_grammar_missing_file_names_it() -> None:
+    with pytest.raises(FileNotFoundError, match=r"grammar/nope\.json"):
+        load_grammar("nope")
+
+
 def test_assets_package_does_not_import_torch() -> None:
     """textgym.assets and its corpus load without torch (cheap to read task data)."""
-    code = (
-        _standalone(CORPUS_PY.parent / "__init__.py", "assets")
-        + _standalone(CORPUS_PY, "corpus")
-        + "print('torch' in sys.modules)\n"
-    )
+    code = _without_textgym_init() + "print('torch' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

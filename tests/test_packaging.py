@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+GRAMMAR_FILES = ("english", "reviews", "concepts", "reverse")
 IMPORT_CHECK = (
     "import textgym, textgym.rewards, textgym.agents, os;"
     "print(os.path.dirname(textgym.__file__));"
@@ -57,6 +58,8 @@ def test_built_wheel_holds_the_three_packages_and_the_model(tmp_path: Path) -> N
         "textgym/__init__.py",
         "textgym/rewards/__init__.py",
         "textgym/agents/__init__.py",
+        # The corpus grammars' tables: without them textgym.assets.corpus fails at import.
+        *(f"textgym/assets/grammar/{name}.json" for name in GRAMMAR_FILES),
     ):
         assert module in names
     assert not any(name.startswith(("rewards/", "agents/", "tests/")) for name in names)

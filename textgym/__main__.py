@@ -4,18 +4,24 @@ On the embedded default model and the built-in review task it shows, in order:
 1. decoding: greedy, top-p and beam completions of a few review prompts, with their sentiment;
 2. the MDP: one episode of ``gym.make("TextGen-v0")`` stepped token by token;
 3. RL: native KL-regularised PPO raising the sentiment reward, printed as a curve and saved as a
-   plot (``textgym_demo.png``) when matplotlib is installed.
+   PNG (``textgym_demo.png`` by default; reward and KL per PPO update) whose absolute path is
+   printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import textgym
 from textgym import decoding
@@ -72,46 +78,67 @@ def show_episode(lm: LanguageModel) -> None:
     print(f"terminated={terminated} truncated={truncated} sentiment reward={total:.3f}")
 
 
-def train_ppo(lm: LanguageModel, updates: int, num_envs: int, seconds: float) -> Sequence[float]:
+def train_ppo(
+    lm: LanguageModel, updates: int, num_envs: int, seconds: float
+) -> list[dict[str, float]]:
+    """Run PPO for at most ``updates`` updates or ``seconds``; return one history row per update."""
     from textgym.agents import PPO, PPOConfig
 
     print(f"\n== 3. Native PPO on review sentiment ({num_envs} episodes a round) ==")
     env = gym.make_vec("TextGen-v0", num_envs=num_envs, model=lm, max_new_tokens=24)
     agent = PPO(lm, env, config=PPOConfig(lr=3e-4, beta=0.05, n_epochs=2), progress_bar=False)
-    rewards: list[float] = []
+    history: list[dict[str, float]] = []
     start = time.perf_counter()
     for update in range(updates):
         (row,) = agent.learn(1)
-        rewards.append(row["reward"])
+        history.append(row)
         print(
             f"  update {update:2d}  reward {row['reward']:+.3f}  kl {row.get('kl', 0.0):.3f}  "
             f"{_bar(row['reward'], 0.0, 1.0)}"
         )
         if time.perf_counter() - start > seconds:
             break
+    rewards = [row["reward"] for row in history]
     first, last = np.mean(rewards[:3]), np.mean(rewards[-3:])
     print(f"mean reward, first 3 updates {first:+.3f} -> last 3 updates {last:+.3f}")
     print(f"PPO took {time.perf_counter() - start:.0f} s")
-    return rewards
+    return history
 
 
-def save_plot(rewards: Sequence[float], path: str) -> None:
-    try:
-        import matplotlib
+def save_plot(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Write the learning curve as a PNG: mean reward per PPO update, and the KL when logged.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot; pip install matplotlib)")
-        return
-    fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(len(rewards)), rewards, marker="o")
+    Args:
+        history: one row per PPO update with a ``"reward"`` and, optionally, a ``"kl"`` (the
+            KL to the reference summed over an episode's tokens, on a second y axis).
+        path: where to write the PNG.
+
+    Returns:
+        The absolute path of the PNG.
+    """
+    if not history:
+        raise ValueError("save_plot needs at least one PPO update in history, got none")
+    out = Path(path).resolve()
+    fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)  # Agg: renders to a file, needs no display
+    ax = fig.add_subplot()
+    x = range(len(history))
+    rewards = [row["reward"] for row in history]
+    lines = ax.plot(x, rewards, "o-", color="tab:blue", label="mean sentiment reward")
     ax.set_xlabel("PPO update")
-    ax.set_ylabel("mean sentiment reward")
-    ax.set_title("PPO on the embedded model (review task)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    print(f"reward curve saved to {path}")
+    ax.set_ylabel("mean sentiment reward", color="tab:blue")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if any("kl" in row for row in history):
+        ax_kl = ax.twinx()
+        kl = [row.get("kl", math.nan) for row in history]
+        lines += ax_kl.plot(x, kl, "s--", color="tab:orange", label="KL to the reference")
+        ax_kl.set_ylabel("KL to the reference (nats per episode)", color="tab:orange")
+    # Below the axes: inside, it would hide points of one of the two curves.
+    fig.legend(handles=lines, loc="outside lower center", ncol=2)
+    ax.set_title("PPO on the embedded model: review sentiment")
+    fig.savefig(out)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -120,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--updates", type=int, default=40, help="PPO updates (at most)")
     parser.add_argument("--num-envs", type=int, default=32, help="episodes per PPO round")
     parser.add_argument("--seconds", type=float, default=60.0, help="PPO time budget")
-    parser.add_argument("--plot", default="textgym_demo.png", help="where to save the curve")
+    parser.add_argument("--plot", default="textgym_demo.png", help="where to save the PNG curve")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     torch.set_num_threads(1)  # tiny model: one thread beats two when anything else runs
@@ -129,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"model: {args.model} ({n_params / 1e6:.2f}M parameters, {lm.vocab_size} tokens)\n")
     show_decoding(lm)
     show_episode(lm)
-    rewards = train_ppo(lm, args.updates, args.num_envs, args.seconds)
-    save_plot(rewards, args.plot)
+    history = train_ppo(lm, args.updates, args.num_envs, args.seconds)
+    print(f"learning curve saved to {save_plot(history, args.plot)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The embedded default model and the data of the built-in tasks.
 
 Both are made by ``python -m textgym.assets.build`` (see ``build.py``; the text comes from the
-grammars in ``corpus.py``, whose docstring fixes every prompt format). Nothing here imports
-torch, so reading task data stays cheap.
+grammars in ``corpus.py``, whose docstring fixes every prompt format, with their word lists and
+templates in ``grammar/*.json``). Nothing here imports torch, so reading task data stays cheap.
 
 Attributes:
     ASSETS_DIR: this folder.
@@ -11,16 +11,20 @@ Attributes:
         ``{"prompt": str, "references": [str, ...], "split": "train"|"validation"|"test", ...}``.
     MODEL_DIR: ``model/``, a Hugging Face directory (config, safetensors weights, tokenizer,
         generation config); ``textgym.DEFAULT_MODEL`` is its path as a string.
+    GRAMMAR_DIR: ``grammar/``, the tables of the corpus grammars, one JSON file per group
+        (``english``, ``reviews``, ``concepts``, ``reverse``), read by :func:`load_grammar`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 ASSETS_DIR = Path(__file__).resolve().parent
 DATA_DIR = ASSETS_DIR / "data"
 MODEL_DIR = ASSETS_DIR / "model"
+GRAMMAR_DIR = ASSETS_DIR / "grammar"
 TASK_NAMES = ("reviews", "concepts", "reverse")
 
 
@@ -49,4 +53,29 @@ def load_jsonl(name: str, data_dir: str | Path | None = None) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-__all__ = ["ASSETS_DIR", "DATA_DIR", "MODEL_DIR", "TASK_NAMES", "load_jsonl"]
+def load_grammar(name: str) -> dict[str, Any]:
+    """The tables of ``grammar/<name>.json``: lists and dicts in file order (order is meaningful).
+
+    Raises:
+        FileNotFoundError: the file is missing (the message names it).
+    """
+    path = GRAMMAR_DIR / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"corpus table file {path} is missing: it ships inside the textgym package "
+            "(textgym/assets/grammar/*.json); reinstall textgym or restore the file"
+        )
+    with path.open(encoding="utf-8") as fh:
+        tables: dict[str, Any] = json.load(fh)
+    return tables
+
+
+__all__ = [
+    "ASSETS_DIR",
+    "DATA_DIR",
+    "GRAMMAR_DIR",
+    "MODEL_DIR",
+    "TASK_NAMES",
+    "load_grammar",
+    "load_jsonl",
+]
