@@ -289,6 +289,7 @@ class HFClassifier(BaseReward):
         include_prompt: classify prompt + completion instead of the completion.
         name: the reward's name (default ``"classifier"``; e.g. ``"toxicity"``).
         dtype: torch dtype for the weights (default float32).
+        trust_remote_code: let the model folder / repository run its own code; default False.
     """
 
     def __init__(
@@ -302,13 +303,20 @@ class HFClassifier(BaseReward):
         name: str = "classifier",
         dtype: torch.dtype | None = None,
         batch_tokens: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
+        from textgym.lm import check_model_dir, check_trust_remote_code, load_tokenizer
+
+        path = check_model_dir(path)
+        trust = check_trust_remote_code(trust_remote_code)
         # dtype only when asked: older transformers call the argument torch_dtype.
         extra: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
-        model = AutoModelForSequenceClassification.from_pretrained(path, **extra)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, trust_remote_code=trust, **extra
+        )
+        tokenizer = load_tokenizer(path, trust_remote_code=trust)
         self.name = name
         self.path = path
         self.include_prompt = include_prompt
@@ -441,6 +449,7 @@ class SemanticSimilarity(BaseReward):
         batch_tokens: most padded tokens per forward (rows x longest row); None: 2,048 on
             the CPU (``CPU_BATCH_TOKENS``, measured), no limit elsewhere.
         max_length: truncation in tokens; default sentence-transformers' ``max_seq_length``.
+        trust_remote_code: let the encoder folder / repository run its own code; default False.
     """
 
     name = "similarity"
@@ -454,17 +463,21 @@ class SemanticSimilarity(BaseReward):
         batch_size: int = 64,
         max_length: int | None = None,
         batch_tokens: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if mode not in ("cosine", "bertscore"):
             raise ValueError(f"mode must be 'cosine' or 'bertscore', got {mode!r}")
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
-        path = path or default_encoder_path()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        from textgym.lm import check_model_dir, check_trust_remote_code, load_tokenizer
+
+        path = check_model_dir(path or default_encoder_path())
+        trust = check_trust_remote_code(trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust)
         self.path = path
         self.mode = mode
         self.encoder = _Encoder(
-            AutoModel.from_pretrained(path),
+            AutoModel.from_pretrained(path, trust_remote_code=trust),
             tokenizer,
             resolve_device(device),
             batch_size,

@@ -410,7 +410,10 @@ def _from_name(name: str, kwargs: Mapping[str, Any]) -> Reward:
         factory = REWARDS[name]
     except KeyError:
         raise ValueError(f"unknown reward {name!r}; valid names: {', '.join(names())}") from None
-    return factory(**kwargs)
+    try:
+        return factory(**kwargs)
+    except TypeError as err:  # a missing or unknown argument: say which reward it was for
+        raise TypeError(f"make({name!r}): {err}") from err
 
 
 def _is_reward_object(obj: object) -> bool:
@@ -443,6 +446,8 @@ def make(spec: str | Mapping[Any, float] | Reward | Callable[..., Any], **kwargs
                 f"make(dict) takes no keyword arguments, got {sorted(kwargs)}; configure a "
                 "component with make(name, ...) and use the object as the dict key"
             )
+        if not spec:
+            raise ValueError(f"a dict of weights needs at least one reward, got {dict(spec)!r}")
         parts: list[tuple[Reward, float]] = []
         for key, weight in spec.items():
             if not isinstance(weight, int | float | np.number) or isinstance(weight, bool):
@@ -460,6 +465,6 @@ def make(spec: str | Mapping[Any, float] | Reward | Callable[..., Any], **kwargs
     if callable(spec):
         return FunctionReward(spec, **kwargs)
     raise TypeError(
-        f"cannot make a reward from {type(spec).__name__}; pass a name ({', '.join(names())}), "
-        "a dict of weights, a reward object or a callable"
+        f"cannot make a reward from {type(spec).__name__} {spec!r:.80}; pass a name "
+        f"({', '.join(names())}), a dict of weights, a reward object or a callable"
     )

@@ -63,6 +63,7 @@ from textgym.rewards.base import BaseReward
 from textgym.rewards.model import default_batch_tokens, fuse_gelu_, length_buckets
 from torch import Tensor, nn
 
+from textgym.config import check_fields, check_range
 from textgym.preference import PreferenceBatch, PreferencePair
 
 if TYPE_CHECKING:
@@ -230,7 +231,10 @@ class RewardModel(nn.Module):
         else:
             from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-            path = os.fspath(source)
+            from textgym.lm import check_model_dir, check_trust_remote_code
+
+            path = check_model_dir(source)
+            check_trust_remote_code(trust_remote_code)
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
             kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
             trunk = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
@@ -482,8 +486,9 @@ class RewardModel(nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        from textgym.lm import resolve_device
+        from textgym.lm import check_trust_remote_code, resolve_device
 
+        check_trust_remote_code(trust_remote_code)
         path = Path(directory)
         if not (path / META_FILE).exists():
             raise FileNotFoundError(f"no {META_FILE} in {path}: not a saved RewardModel")
@@ -533,6 +538,7 @@ class RewardModelReward(BaseReward):
         name: the reward's name (in logs and weighted sums).
         batch_tokens: most padded tokens per forward pass; None: 2,048 on the CPU, no limit
             elsewhere (see :meth:`RewardModel.score`).
+        trust_remote_code: let a saved model's backbone run its own code; default False.
     """
 
     token_level = False
@@ -546,11 +552,14 @@ class RewardModelReward(BaseReward):
         device: str = "auto",
         name: str = "reward_model",
         batch_tokens: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = (
-            model if isinstance(model, RewardModel) else RewardModel.load(model, device=device)
+            model
+            if isinstance(model, RewardModel)
+            else RewardModel.load(model, device=device, trust_remote_code=trust_remote_code)
         )
         self.batch_size = batch_size
         if batch_tokens is not None and batch_tokens < 1:
@@ -596,21 +605,17 @@ class RewardModelConfig:
     """Rows per forward pass in validation."""
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        check_fields(self)  # also: lr finite
+        if not self.lr > 0:
             raise ValueError(f"RewardModelConfig.lr must be > 0, got {self.lr}")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"RewardModelConfig.{name} must be >= 1, got {getattr(self, name)}"
                 )
-        if self.weight_decay < 0:
-            raise ValueError(
-                f"RewardModelConfig.weight_decay must be >= 0, got {self.weight_decay}"
-            )
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(
-                f"RewardModelConfig.max_grad_norm must be > 0 or None, got {self.max_grad_norm}"
-            )
+        check_range(self, "weight_decay", low=0)
+        check_range(self, "max_grad_norm", low=0, low_open=True)  # None passes: no clipping
+        check_range(self, "seed", low=0, high=2**32 - 1)
 
 
 @torch.no_grad()

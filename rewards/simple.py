@@ -5,6 +5,7 @@ All are pure Python over whitespace words unless stated, deterministic, and need
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ class Length(BaseReward):
         unit: ``"words"`` (whitespace-separated, the default), ``"chars"``, or ``"tokens"`` (needs
             ``tokenizer``; special tokens are not counted).
         tokenizer: a Hugging Face tokenizer, or a path/name for ``AutoTokenizer``, for tokens.
+        trust_remote_code: let a tokenizer path run its own code; default False.
     """
 
     name = "length"
@@ -36,6 +38,7 @@ class Length(BaseReward):
         target: float = 20,
         unit: Literal["words", "chars", "tokens"] = "words",
         tokenizer: Any = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if not target > 0:
             raise ValueError(f"target must be > 0, got {target}")
@@ -43,10 +46,10 @@ class Length(BaseReward):
             raise ValueError(f"unit must be 'words', 'chars' or 'tokens', got {unit!r}")
         if unit == "tokens" and tokenizer is None:
             raise ValueError("unit='tokens' needs a tokenizer (an object or a path)")
-        if isinstance(tokenizer, str):
-            from transformers import AutoTokenizer
+        if isinstance(tokenizer, str | os.PathLike):
+            from textgym.lm import load_tokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
         self.target = float(target)
         self.unit = unit
         self.tokenizer = tokenizer

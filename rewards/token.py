@@ -16,6 +16,7 @@ is replayed one completion token at a time. This needs the ``tokenizer`` the env
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -48,15 +49,16 @@ class TokenLevelReward(BaseReward):
     Args:
         tokenizer: the env's tokenizer (object, or path for ``AutoTokenizer``); only needed to
             call the reward on texts.
+        trust_remote_code: let a tokenizer path run its own code; default False.
     """
 
     token_level = True
 
-    def __init__(self, tokenizer: Any = None) -> None:
-        if isinstance(tokenizer, str):
-            from transformers import AutoTokenizer
+    def __init__(self, tokenizer: Any = None, trust_remote_code: bool = False) -> None:
+        if isinstance(tokenizer, str | os.PathLike):
+            from textgym.lm import load_tokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            tokenizer = load_tokenizer(tokenizer, trust_remote_code=trust_remote_code)
         self.tokenizer = tokenizer
 
     @abstractmethod
@@ -117,15 +119,19 @@ class BannedTokens(TokenLevelReward):
     Args:
         banned_ids: the banned token ids.
         penalty: the cost per banned token (>= 0).
-        tokenizer: see ``TokenLevelReward``.
+        tokenizer, trust_remote_code: see ``TokenLevelReward``.
     """
 
     name = "banned_tokens"
 
     def __init__(
-        self, banned_ids: Sequence[int], penalty: float = 1.0, tokenizer: Any = None
+        self,
+        banned_ids: Sequence[int],
+        penalty: float = 1.0,
+        tokenizer: Any = None,
+        trust_remote_code: bool = False,
     ) -> None:
-        super().__init__(tokenizer)
+        super().__init__(tokenizer, trust_remote_code)
         if penalty < 0:
             raise ValueError(f"penalty must be >= 0, got {penalty}")
         self.banned_ids = np.unique(np.asarray(banned_ids, dtype=np.int64))
@@ -149,7 +155,7 @@ class TokenRepetition(TokenLevelReward):
         n: n-gram order (1: any repeated token; 3: a repeated trigram).
         penalty: the cost per repetition (>= 0).
         window: only n-grams starting within the last ``window`` tokens count (None: all).
-        tokenizer: see ``TokenLevelReward``.
+        tokenizer, trust_remote_code: see ``TokenLevelReward``.
     """
 
     name = "token_repetition"
@@ -160,8 +166,9 @@ class TokenRepetition(TokenLevelReward):
         penalty: float = 1.0,
         window: int | None = None,
         tokenizer: Any = None,
+        trust_remote_code: bool = False,
     ) -> None:
-        super().__init__(tokenizer)
+        super().__init__(tokenizer, trust_remote_code)
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if penalty < 0:

@@ -229,6 +229,7 @@ class _ModelInfo:
 def _resolve_model(
     model: str | os.PathLike[str] | LanguageModelLike | None,
     tokenizer: PreTrainedTokenizerBase | None,
+    trust_remote_code: bool = False,
 ) -> _ModelInfo:
     """Tokenizer, V, EOS and context size; a path loads the tokenizer and config, never weights."""
     if model is None:
@@ -236,10 +237,19 @@ def _resolve_model(
 
         model = textgym.DEFAULT_MODEL
     if isinstance(model, str | os.PathLike):
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(model)
-        tok = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(model)
+        from textgym.lm import check_model_dir, load_tokenizer
+
+        path = check_model_dir(model, tokenizer=tokenizer is None)
+        # Explicit, never None: with None transformers asks on stdin whether to run the
+        # folder's code (DESIGN.md, "Checkpoints and loading").
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tok = (
+            tokenizer
+            if tokenizer is not None
+            else load_tokenizer(path, trust_remote_code=trust_remote_code)
+        )
         eos = tok.eos_token_id
         if eos is None:  # some tokenizers leave EOS to the model config
             eos = _first_id(getattr(config, "eos_token_id", None))
@@ -280,6 +290,13 @@ def _resolve_task(task: Task | str | Sequence[str], split: str | None) -> Task:
         from textgym import tasks
 
         return tasks.load(task, split=split)
+    if not isinstance(task, Iterable):
+        from textgym import tasks
+
+        raise TypeError(
+            f"task must be a textgym.tasks.Task, a built-in task name "
+            f"({', '.join(tasks.names())}) or a list of prompt strings, got {task!r:.100}"
+        )
     return Task.from_list(list(task))
 
 
@@ -416,8 +433,12 @@ def build_config(
     truncation: Truncation = "error",
     action_mask: ActionMaskProvider | Sequence[int] | None = None,
     fixed_horizon: bool = False,
+    trust_remote_code: bool = False,
 ) -> EnvConfig:
     """Validate the env arguments and pre-compute everything (see ``TextGenEnv`` for the args)."""
+    from textgym.lm import check_trust_remote_code
+
+    check_trust_remote_code(trust_remote_code)
     if not isinstance(max_new_tokens, int | np.integer) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if max_prompt_tokens is not None and (
@@ -428,7 +449,7 @@ def build_config(
         )
     if truncation not in ("error", "left"):
         raise ValueError(f"truncation must be 'error' or 'left', got {truncation!r}")
-    minfo = _resolve_model(model, tokenizer)
+    minfo = _resolve_model(model, tokenizer, trust_remote_code)
     _check_tokenizer(minfo)
     tok, V, max_pos = minfo.tokenizer, minfo.vocab_size, minfo.max_positions
     the_task = _resolve_task(task, split)
@@ -565,11 +586,28 @@ class _Episodes:
         if cfg.token_level and live.size:
             # The token reward sees the state before the action (rewards/base.py contract).
             rewards[live] = cfg.reward.step(self.input_ids[live], pos, a)
+        # What the step overwrites, put back if scoring raises: a failed step leaves the
+        # episodes as they were, so the caller can retry it or reset.
+        undo = (self.input_ids[live, pos], self.trim[live], self.absorbed[live])
         self.input_ids[live, pos] = a
         self.attention_mask[live, pos] = 1
         self.n[live] += 1
         self.t[act] += 1
+        try:
+            return self._finish_step(act, live, a, rewards)
+        except BaseException:
+            self.input_ids[live, pos], self.trim[live], self.absorbed[live] = undo
+            self.attention_mask[live, pos] = 0
+            self.n[live] -= 1
+            self.t[act] -= 1
+            raise
 
+    def _finish_step(
+        self, act: np.ndarray, live: np.ndarray, a: np.ndarray, rewards: np.ndarray
+    ) -> _StepOut:
+        """Termination, truncation and the sequence reward of a step whose tokens are written."""
+        cfg = self.cfg
+        B = self.num_envs
         hit = a == cfg.eos_token_id  # (n,) the text ended with this action
         trim = hit.astype(np.int64)
         if cfg.stop_ids:
@@ -598,13 +636,13 @@ class _Episodes:
         components = None
         if paid.size:
             texts = self.decode(paid)
-            self.text[paid] = texts
             if not cfg.token_level:
                 prompts = [cfg.task.prompts[i] for i in self.prompt_index[paid]]
                 refs = cfg.task.references
                 batch_refs = None if refs is None else [refs[i] for i in self.prompt_index[paid]]
                 scores, components = cfg.scorer(prompts, texts, batch_refs)
                 rewards[paid] += scores
+            self.text[paid] = texts  # after the reward: nothing to undo when it raises
         return _StepOut(rewards, terminated, truncated, paid, components, ended)
 
     def decode(self, rows: np.ndarray, skip_special_tokens: bool = True) -> list[str]:
@@ -650,7 +688,30 @@ class _Episodes:
 # --- the single env ------------------------------------------------------------------------------
 
 
+def _check_seed(seed: Any) -> int | None:
+    """A reset seed: None or an int >= 0 (numpy ints too); bools, floats and strings raise."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer):
+        raise TypeError(
+            f"seed must be an int >= 0, a list of them (vector env) or None, got {seed!r} "
+            f"({type(seed).__name__})"
+        )
+    if seed < 0:
+        raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
+    return int(seed)
+
+
+def _check_options(options: Any) -> dict[str, Any]:
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"options must be a dict or None, got {options!r:.100}")
+    return dict(options)
+
+
 def _pinned_prompt(options: Mapping[str, Any] | None, allowed: tuple[str, ...]) -> Any:
+    options = _check_options(options)
     if not options:
         return None
     unknown = set(options) - set(allowed)
@@ -661,9 +722,11 @@ def _pinned_prompt(options: Mapping[str, Any] | None, allowed: tuple[str, ...]) 
 
 def _check_index(i: Any, n: int) -> int:
     try:
+        if isinstance(i, bool | np.bool_):
+            raise TypeError
         idx = int(i)
-    except (TypeError, ValueError):
-        raise ValueError(f"options['prompt_index'] must be an int, got {i!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"options['prompt_index'] must be an int, got {i!r:.100}") from None
     if not 0 <= idx < n or idx != i:
         raise ValueError(f"options['prompt_index'] must be an int in [0, {n}), got {i!r}")
     return idx
@@ -744,6 +807,9 @@ class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
       allowed token ids.
     - ``fixed_horizon``: see Episode End.
     - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
+    - ``trust_remote_code``: let a ``model`` folder or hub repository run its own Python code
+      (its config's ``auto_map``) while its config and tokenizer load; default False, so only
+      architectures built into ``transformers`` load and nothing is ever asked on stdin.
 
     ## Version History
     - v0: initial version.
@@ -765,6 +831,7 @@ class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
         action_mask: ActionMaskProvider | Sequence[int] | None = None,
         fixed_horizon: bool = False,
         render_mode: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             hint = (
@@ -788,6 +855,7 @@ class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
             truncation=truncation,
             action_mask=action_mask,
             fixed_horizon=fixed_horizon,
+            trust_remote_code=trust_remote_code,
         )
         self.render_mode = render_mode
         self.action_space = spaces.Discrete(self.config.vocab_size)
@@ -823,7 +891,7 @@ class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
         Returns:
             (observation, info) with ``prompt_index``, ``prompt``, ``references``.
         """
-        super().reset(seed=seed)
+        super().reset(seed=_check_seed(seed))
         n = len(self.config.task)
         pinned = _pinned_prompt(options, ("prompt_index",))
         i = int(self.np_random.integers(n)) if pinned is None else _check_index(pinned, n)
@@ -974,6 +1042,7 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
         fixed_horizon: bool = False,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         render_mode: str | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if not isinstance(num_envs, int | np.integer) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
@@ -999,6 +1068,7 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
             truncation=truncation,
             action_mask=action_mask,
             fixed_horizon=fixed_horizon,
+            trust_remote_code=trust_remote_code,
         )
         cfg = self.config
         self.num_envs = int(num_envs)
@@ -1088,11 +1158,18 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
             info["_action_mask"] = np.ones(self.num_envs, dtype=bool)
 
     def _check_actions(self, actions: Any, used: np.ndarray | None) -> np.ndarray:  # (B,) int64
-        a = np.asarray(actions)
+        try:
+            a = np.asarray(actions)
+        except (TypeError, ValueError):  # ragged nesting
+            a = np.asarray(None)
         if a.shape != (self.num_envs,):
-            raise ValueError(f"actions must have shape ({self.num_envs},), got {a.shape}")
+            raise ValueError(
+                f"actions must have shape ({self.num_envs},), got shape {a.shape}: {actions!r:.100}"
+            )
         if not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"actions must be integer token ids, got dtype {a.dtype}: {a[:8]}")
+            raise ValueError(
+                f"actions must be integer token ids, got dtype {a.dtype}: {actions!r:.100}"
+            )
         bad = (a < 0) | (a >= self.config.vocab_size)
         if used is not None:
             bad &= used  # ignored actions (autoreset rows) may hold anything
@@ -1108,15 +1185,17 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
         B = self.num_envs
         if seed is None:
             return [None] * B
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + i for i in range(B)]  # SyncVectorEnv's rule
-        seeds = list(seed)
+        if not isinstance(seed, Sequence | np.ndarray) or isinstance(seed, str | bytes):
+            first = _check_seed(seed)  # raises unless an int
+            assert first is not None
+            return [first + i for i in range(B)]  # SyncVectorEnv's rule
+        seeds = [_check_seed(s) for s in seed]
         if len(seeds) != B:
-            raise ValueError(f"got {len(seeds)} seeds for {B} sub-envs")
+            raise ValueError(f"got {len(seeds)} seeds for {B} sub-envs: {seed!r:.100}")
         return seeds
 
     def _reset_rows(self, options: dict[str, Any] | None) -> tuple[np.ndarray, Any]:
-        opts = dict(options or {})
+        opts = _check_options(options)
         unknown = set(opts) - {"prompt_index", "reset_mask"}
         if unknown:
             raise ValueError(
@@ -1137,7 +1216,7 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
         n = len(self.config.task)
         if np.ndim(pinned) == 0:
             return np.full(len(rows), _check_index(pinned, n), dtype=np.int64)
-        arr = np.asarray(pinned)
+        arr = np.asarray(pinned, dtype=object)  # the caller's values, for the error messages
         if arr.shape != (self.num_envs,):
             raise ValueError(
                 f"options['prompt_index'] must be an int or shape ({self.num_envs},), "
@@ -1162,13 +1241,15 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
         Returns:
             (observations {key: (B, L)}, info with ``prompt_index``, ``prompt``, ``references``).
         """
-        super().reset(seed=int(seed) if isinstance(seed, int | np.integer) else None)
+        # Every argument is checked before anything (RNGs included) changes.
         seeds = self._seeds(seed)
         rows, pinned = self._reset_rows(options)
+        pinned_idx = None if pinned is None else self._pinned_prompts(pinned, rows)
+        super().reset(seed=seeds[0] if isinstance(seed, int | np.integer) else None)
         for r in rows:
             if seeds[r] is not None or self._rngs[r] is None:
                 self._rngs[r], _ = seeding.np_random(seeds[r])
-        pidx = self._draw_prompts(rows) if pinned is None else self._pinned_prompts(pinned, rows)
+        pidx = self._draw_prompts(rows) if pinned_idx is None else pinned_idx
         self._ep.reset(rows, pidx)
         self._ended[rows] = False
         self._started = True

@@ -38,7 +38,13 @@ from transformers import (
 
 from textgym import DEFAULT_MODEL
 
-__all__ = ["LanguageModel", "resolve_device"]
+__all__ = [
+    "LanguageModel",
+    "check_model_dir",
+    "check_trust_remote_code",
+    "load_tokenizer",
+    "resolve_device",
+]
 
 _CONTEXT_KEYS = (
     "max_position_embeddings",
@@ -54,6 +60,93 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "spm.model",
+    "sentencepiece.bpe.model",
+    "merges.txt",
+    "tokenizer.tiktoken",
+)
+"""Files of which a model folder needs at least one for ``AutoTokenizer`` to load it."""
+
+
+def check_model_dir(
+    name_or_path: str | os.PathLike[str], *, config: bool = True, tokenizer: bool = True
+) -> str:
+    """Check a local model folder before ``transformers`` reads it; hub names pass through.
+
+    The rule: a path that exists locally is a folder and must hold ``config.json`` (``config``)
+    and a tokenizer file (``tokenizer``, one of ``TOKENIZER_FILES``). A path that does not exist
+    is a missing local folder when it is a ``PathLike``, starts with ``/``, ``.`` or ``~``, holds
+    a backslash or more than one ``/``; anything else (``"gpt2"``, ``"org/model"``) is a hub name,
+    left to ``transformers``. Without this, a typo in a local path reaches the hub client and
+    comes back as "Repo id must be in the form ...".
+
+    Args:
+        name_or_path: a local folder or a hub name.
+        config: require ``config.json`` (the model's weights or config are loaded).
+        tokenizer: require tokenizer files (the tokenizer is loaded).
+
+    Returns:
+        ``name_or_path`` as a str, unchanged.
+
+    Raises:
+        FileNotFoundError: a local folder that does not exist, or lacks a required file.
+        NotADirectoryError: the path is a file.
+    """
+    path = os.fspath(name_or_path)
+    p = Path(path)
+    if not p.exists():
+        local = (
+            isinstance(name_or_path, os.PathLike)
+            or path.startswith(("/", ".", "~"))
+            or "\\" in path
+            or path.count("/") > 1
+        )
+        if local:
+            hint = " ('~' is not expanded: pass os.path.expanduser(path))" if "~" in path else ""
+            raise FileNotFoundError(f"model directory {path!r} does not exist{hint}")
+        return path
+    if not p.is_dir():
+        raise NotADirectoryError(f"model directory {path!r} is a file, not a model folder")
+    if config and not (p / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model directory {path!r} has no config.json (files: {sorted(os.listdir(p))[:10]})"
+        )
+    if tokenizer and not any((p / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"model directory {path!r} has no tokenizer files (one of {list(TOKENIZER_FILES)}; "
+            f"files: {sorted(os.listdir(p))[:10]})"
+        )
+    return path
+
+
+def check_trust_remote_code(value: object) -> bool:
+    """``trust_remote_code`` as given, when it is a bool: a truthy string must not run code."""
+    if not isinstance(value, bool):
+        raise TypeError(f"trust_remote_code must be True or False, got {value!r}")
+    return value
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike[str], *, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer`` for a folder (checked by :func:`check_model_dir`) or a hub name.
+
+    ``trust_remote_code`` is passed explicitly: left unset, ``transformers`` asks on stdin whether
+    to run a folder's own code.
+    """
+    path = check_model_dir(name_or_path, config=False)
+    return AutoTokenizer.from_pretrained(
+        path, trust_remote_code=check_trust_remote_code(trust_remote_code)
+    )
 
 
 def _context_window(config: Any) -> int | None:
@@ -166,8 +259,9 @@ class LanguageModel:
         """Load a causal LM and its tokenizer with ``transformers`` and wrap them.
 
         Args:
-            name_or_path: a local directory or a hub name, passed to ``transformers`` unchanged;
-                defaults to the embedded model ``textgym.DEFAULT_MODEL``.
+            name_or_path: a local directory or a hub name, passed to ``transformers`` unchanged
+                (a local directory is checked first, see :func:`check_model_dir`); defaults to
+                the embedded model ``textgym.DEFAULT_MODEL``.
             device: ``"auto"`` (CUDA when available, else CPU), or any torch device.
             dtype: weights dtype (``torch.float32``, ``"bfloat16"``, ``"auto"``...); None keeps
                 ``transformers``' default (float32).
@@ -187,6 +281,8 @@ class LanguageModel:
                 f"the embedded model is missing at {path}: build it with "
                 "`python -m textgym.assets.build`"
             )
+        check_model_dir(name_or_path)
+        check_trust_remote_code(trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if pad_token is not None:
             tokenizer.pad_token = pad_token  # our own freshly loaded copy, at the caller's request

@@ -24,7 +24,6 @@ so re-tokenizing decoded text never changes what is scored.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from textgym.tasks import FieldTypeError, MissingFieldError, read_jsonl
 
 if TYPE_CHECKING:
     from textgym.lm import LanguageModel
@@ -147,14 +148,16 @@ def _pair_from_mapping(
 ) -> PreferencePair:
     missing = [k for k in keys if k not in row]
     if missing:
-        raise KeyError(
+        raise MissingFieldError(
             f"{where}: missing field(s) {missing}; a preference record needs {list(keys)}, "
             f"got fields {sorted(row)}"
         )
     try:
         return PreferencePair(prompt=row[keys[0]], chosen=row[keys[1]], rejected=row[keys[2]])
-    except (TypeError, ValueError) as err:
-        raise type(err)(f"{where}: {err}") from err
+    except TypeError as err:
+        raise FieldTypeError(f"{where}: {err}") from err
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
 
 
 def from_records(
@@ -203,22 +206,16 @@ def load_jsonl(
         rejected_key: field holding y_l.
 
     Returns:
-        The pairs, in file order. Errors name the file and line.
+        The pairs, in file order.
+
+    Raises:
+        ValueError: a line that is not UTF-8, not JSON or not an object, a missing field
+            (``MissingFieldError``, also a KeyError), a field that is not a str
+            (``FieldTypeError``, also a TypeError), an empty completion, an empty file; each
+            names the file and line.
     """
     keys = (prompt_key, chosen_key, rejected_key)
-    pairs: list[PreferencePair] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise TypeError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            pairs.append(_pair_from_mapping(row, where, keys))
+    pairs = [_pair_from_mapping(row, where, keys) for where, row in read_jsonl(path)]
     if not pairs:
         raise ValueError(f"{path}: no preference records")
     return pairs

@@ -47,6 +47,56 @@ RewardSpec = Any
 SPLITS = ("train", "validation", "test")
 
 
+# --- records from files --------------------------------------------------------------------------
+
+
+class MissingFieldError(ValueError, KeyError):
+    """A record lacks a required field: bad data (a ValueError), and the KeyError raised before."""
+
+    __str__ = BaseException.__str__  # KeyError's own would print the message as a repr
+
+
+class FieldTypeError(ValueError, TypeError):
+    """A record field has the wrong type: bad data (a ValueError), and the TypeError of before."""
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]:
+    """The JSON objects of a JSON-lines file, each with its ``"path:line"``; blank lines skipped.
+
+    Args:
+        path: the file (UTF-8).
+
+    Returns:
+        ``(where, record)`` pairs in file order; empty when the file holds no records.
+
+    Raises:
+        ValueError: a line that is not UTF-8 or not JSON; ``FieldTypeError`` (a ValueError) for
+            a line that is JSON but not an object. Each names the file and line.
+    """
+    out: list[tuple[str, dict[str, Any]]] = []
+    # Bytes, decoded line by line, so that a decoding error can name its line.
+    for lineno, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            bad = raw[err.start : err.start + 4]
+            raise ValueError(
+                f"{where}: not UTF-8 text (byte {err.start} of the line: {bad!r}); "
+                "re-encode the file as UTF-8"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
+        if not isinstance(rec, dict):
+            raise FieldTypeError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        out.append((where, rec))
+    return out
+
+
 class BoundExpert(Protocol):
     """An expert bound to a tokenizer: batched next-token labels for env states."""
 
@@ -190,13 +240,44 @@ class FunctionExpert(Expert):
 def _as_reference_group(refs: str | Iterable[str], i: int) -> tuple[str, ...]:
     """One prompt's references as a tuple of str; a bare str is one reference."""
     # Callers pass raw JSON / dataset values, so the element types are checked here at run time.
-    group = (refs,) if isinstance(refs, str) else tuple(refs)
+    if isinstance(refs, str):
+        group: tuple[Any, ...] = (refs,)
+    elif isinstance(refs, Iterable) and not isinstance(refs, Mapping | bytes):
+        group = tuple(refs)
+    else:
+        group = ()
     if not group or not all(isinstance(r, str) for r in group):
         raise ValueError(
             f"references of prompt {i} must be a str or a non-empty sequence of str, "
             f"got {refs!r:.200}"
         )
     return group
+
+
+def _check_record(
+    rec: Mapping[str, Any], where: str, prompt_field: str, references_field: str | None
+) -> None:
+    """Field checks of one task record read from a file; errors name ``where`` and the field."""
+    if prompt_field not in rec:
+        raise MissingFieldError(
+            f"{where}: no {prompt_field!r} field (the prompt); fields: {sorted(rec)}"
+        )
+    if not isinstance(rec[prompt_field], str):
+        raise FieldTypeError(
+            f"{where}: field {prompt_field!r} must be a str, got {rec[prompt_field]!r:.100}"
+        )
+    refs = rec.get(references_field) if references_field is not None else None
+    if refs is not None and not (
+        isinstance(refs, str)
+        or (isinstance(refs, list) and refs and all(isinstance(r, str) for r in refs))
+    ):
+        raise FieldTypeError(
+            f"{where}: field {references_field!r} must be a str or a non-empty list of str, "
+            f"got {refs!r:.100}"
+        )
+    split = rec.get("split")
+    if split is not None and not isinstance(split, str):
+        raise FieldTypeError(f"{where}: field 'split' must be a str, got {split!r:.100}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -233,7 +314,8 @@ class Task:
         bad = next((i for i, p in enumerate(prompts) if not isinstance(p, str)), None)
         if bad is not None:
             raise TypeError(
-                f"prompt {bad} of task {self.name!r} is {type(prompts[bad]).__name__}, not str"
+                f"prompt {bad} of task {self.name!r} is {type(prompts[bad]).__name__}, not str: "
+                f"{prompts[bad]!r:.80}"
             )
         object.__setattr__(self, "prompts", prompts)
         if self.references is not None:
@@ -423,20 +505,12 @@ class Task:
             The task.
         """
         path = Path(path)
-        records: list[dict[str, Any]] = []
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-                if not isinstance(rec, dict):
-                    raise ValueError(
-                        f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}"
-                    )
-                records.append(rec)
+        lines = read_jsonl(path)
+        if not lines:
+            raise ValueError(f"{path}: no records (the file is empty)")
+        for where, rec in lines:
+            _check_record(rec, where, prompt_field, references_field)
+        records = [rec for _, rec in lines]
         return cls.from_records(
             records,
             name=name or path.stem,
