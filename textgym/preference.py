@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from textgym.tasks import FieldTypeError, MissingFieldError, read_jsonl
+from textgym.records import FieldTypeError, MissingFieldError, read_jsonl
 
 if TYPE_CHECKING:
     from textgym.lm import LanguageModel
