@@ -30,6 +30,7 @@ import transformers
 from transformers import GenerationConfig
 
 import textgym
+from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
 from textgym.provenance import git_sha
@@ -140,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default=BenchConfig.model)
+    parser.add_argument(
+        "--model",
+        default=BenchConfig.model,
+        help=MODEL_HELP,
+    )
     parser.add_argument("--device", default=BenchConfig.device)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=BenchConfig.threads)
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=BenchConfig.target)
     args = parser.parse_args(argv)
     cfg = BenchConfig(
-        model=args.model, device=args.device, threads=args.threads, target=args.target
+        model=bench_model(args.model), device=args.device, threads=args.threads, target=args.target
     )
     if args.quick:
         cfg = replace(cfg, repeats=5)

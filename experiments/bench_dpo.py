@@ -41,6 +41,7 @@ import torch
 from textgym.agents.dpo import DPO, DPOConfig
 
 import textgym
+from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.lm import LanguageModel
 from textgym.preference import PreferencePair
 from textgym.provenance import describe
@@ -170,12 +171,16 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (~1 min)")
     parser.add_argument("--check", action="store_true", help=f"exit 1 when ratio < {TARGET}")
-    parser.add_argument("--model", default=BenchConfig.model, help="HF path (default: embedded)")
+    parser.add_argument(
+        "--model",
+        default=BenchConfig.model,
+        help=MODEL_HELP,
+    )
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=BenchConfig.threads, help="torch threads")
     ns = parser.parse_args()
-    cfg = BenchConfig(model=ns.model, threads=ns.threads)
+    cfg = BenchConfig(model=bench_model(ns.model), threads=ns.threads)
     if ns.quick:
         cfg = dataclasses.replace(cfg, steps=10, warmup=2, repeats=3)
     cfg = dataclasses.replace(cfg, steps=ns.steps or cfg.steps, repeats=ns.repeats or cfg.repeats)

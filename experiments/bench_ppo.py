@@ -42,6 +42,7 @@ from textgym.agents import PPO, REINFORCE, PPOConfig, REINFORCEConfig
 
 import textgym
 import textgym.tasks
+from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.lm import LanguageModel
 from textgym.provenance import git_sha, versions
 
@@ -198,10 +199,14 @@ def main() -> int:
         "--check", action="store_true", help="exit 1 when the ratio misses the target"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--model", default=BenchConfig.model)
+    parser.add_argument(
+        "--model",
+        default=BenchConfig.model,
+        help=MODEL_HELP,
+    )
     parser.add_argument("--repeats", type=int, default=None)
     ns = parser.parse_args()
-    cfg = replace(BenchConfig(), model=ns.model, threads=ns.threads)
+    cfg = replace(BenchConfig(), model=bench_model(ns.model), threads=ns.threads)
     if ns.quick:
         cfg = replace(cfg, iterations=3, repeats=1)
     if ns.repeats is not None:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 import textgym
+from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.envs import TextGenVectorEnv, to_left_padded
 from textgym.lm import LanguageModel
 from textgym.provenance import git_sha
@@ -158,7 +159,11 @@ def median_run(runs: list[Run], key: Callable[[Run], float]) -> tuple[float, flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=BenchConfig.model)
+    parser.add_argument(
+        "--model",
+        default=BenchConfig.model,
+        help=MODEL_HELP,
+    )
     parser.add_argument("--task", default=BenchConfig.task)
     parser.add_argument("--batch-size", type=int, default=BenchConfig.batch_size)
     parser.add_argument("--max-new-tokens", type=int, default=BenchConfig.max_new_tokens)
@@ -169,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when ratio < target")
     args = parser.parse_args(argv)
     cfg = BenchConfig(
-        model=args.model,
+        model=bench_model(args.model),
         task=args.task,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
