@@ -7,6 +7,7 @@ from textgym.agents.gail import GAIL, GAILConfig
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
 from textgym.agents.ppo import PPO, PPOConfig
 from textgym.agents.reinforce import REINFORCE, REINFORCEConfig
+from textgym.agents.reward_modeling import RewardModelConfig, RewardModelTrainer
 
 __all__ = [
     "BC",
@@ -25,4 +26,6 @@ __all__ = [
     "LMExpert",
     "PPOConfig",
     "REINFORCEConfig",
+    "RewardModelConfig",
+    "RewardModelTrainer",
 ]

@@ -34,13 +34,13 @@ from textgym.agents.base import Agent
 from torch import Tensor, nn
 
 from textgym.checkpoint import require_part
+from textgym.hf import hidden_size
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, Sampling, collect, evaluate
 from textgym.training import (
     ValueHead,
     check_policy_env,
     frozen_copy,
-    hidden_size,
     is_peft,
     peft_language_model,
     progress,
@@ -135,7 +135,9 @@ class OnPolicyAgent(Agent):
         self.np_rng = np.random.default_rng(config.seed)
         self.ref = self._reference(policy, ref)
         policy.model.eval()  # no dropout: recomputed log-probs must equal the behaviour log-probs
-        head = ValueHead(hidden_size(policy)).to(self.device) if self._needs_value_head() else None
+        head: ValueHead | None = None
+        if self._needs_value_head():
+            head = ValueHead(hidden_size(policy.model.config)).to(self.device)
         self.value_head = head
         self.trainable: nn.Module = Trainable(policy, head, config.sampling)
         params = [p for p in self.trainable.parameters() if p.requires_grad]

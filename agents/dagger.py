@@ -138,12 +138,10 @@ class LMExpert(Expert):
         ) -> np.ndarray:  # (B,) int64
             lengths = prompt_lengths + completion_lengths  # (B,)
             right = (np.arange(input_ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
-            ids, mask = to_left_padded(input_ids, right, teacher.pad_token_id)  # (B, L)
-            width = int(lengths.max())  # columns left of every prefix are padding only
+            ids, mask = to_left_padded(input_ids, right, teacher.pad_token_id, trim=True)  # (B, P)
             dev = teacher.device
             logits, _ = teacher.step(
-                torch.as_tensor(ids[:, -width:], device=dev),
-                torch.as_tensor(mask[:, -width:], device=dev),
+                torch.as_tensor(ids, device=dev), torch.as_tensor(mask, device=dev)
             )  # (B, V)
             # Only ids the tokenizer knows: a padded LM head may have extra, untrained logits.
             return logits[:, :n_tokens].argmax(-1).cpu().numpy().astype(np.int64)
@@ -179,10 +177,11 @@ def collect_labelled(
     """
     device = policy.device
     obs, info = vec_env.reset(seed=seed, options=options)
-    ids, mask = to_left_padded(obs["input_ids"], obs["attention_mask"], policy.pad_token_id)
-    width = int(mask.sum(1).max())
-    prompt_ids = torch.as_tensor(ids[:, -width:], device=device)  # (B, P)
-    prompt_mask = torch.as_tensor(mask[:, -width:], device=device)  # (B, P)
+    ids, mask = to_left_padded(
+        obs["input_ids"], obs["attention_mask"], policy.pad_token_id, trim=True
+    )
+    prompt_ids = torch.as_tensor(ids, device=device)  # (B, P)
+    prompt_mask = torch.as_tensor(mask, device=device)  # (B, P)
     B = prompt_ids.shape[0]
     prompt_indices = np.asarray(info["prompt_index"]).copy()
     active = torch.ones(B, dtype=torch.bool, device=device)

@@ -123,6 +123,9 @@ class Transitions:
 
 def token_logprobs(lm: LanguageModel, x: Transitions) -> Tensor:  # (B, T)
     """log π(a_t|s_t) at every step of fixed-horizon episodes; 0 at absorbing steps."""
+    # log_softmax then gather, bit-equal to rollout.evaluate_logits at temperature 1. The
+    # library's gather - logsumexp (LanguageModel.logprobs) differs by ~1e-6, enough to move the
+    # benchmark's GAIL cells: switch only in a change allowed to move them.
     ids = torch.cat([x.prompt_ids, x.completion_ids], 1)  # (B, L)
     attention = torch.cat([x.prompt_mask, (~x.absorbing).long()], 1)  # (B, L); absorbing: a suffix
     P, T = x.prompt_ids.shape[1], x.completion_ids.shape[1]

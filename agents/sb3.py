@@ -34,8 +34,9 @@ from stable_baselines3.common.distributions import CategoricalDistribution, Dist
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import Tensor
 
+from textgym.hf import hidden_size
 from textgym.lm import LanguageModel
-from textgym.training import ValueHead, hidden_size
+from textgym.training import ValueHead
 
 
 class TransformerPolicy(ActorCriticPolicy):
@@ -78,7 +79,7 @@ class TransformerPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Any) -> None:
         lm = self._init_lm
         self.lm_model = lm.model.eval()
-        self.value_net = ValueHead(hidden_size(lm))  # type: ignore[assignment]  # SB3 types it Linear
+        self.value_net = ValueHead(hidden_size(lm.model.config))  # type: ignore[assignment]  # SB3 types it Linear
         self.action_dist = CategoricalDistribution(lm.vocab_size)
         self.optimizer = self.optimizer_class(  # type: ignore[call-arg]  # typed as the base class
             self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs

@@ -164,7 +164,7 @@ def build_rewards(cfg: BenchConfig, corpus: list[list[str]]) -> list[tuple[str, 
     except (OSError, ValueError) as err:  # the embedded model may not be built yet
         print(f"skip classifier on the embedded model: {str(err)[:120]}")
     try:
-        from textgym.rewards.model import default_encoder_path
+        from textgym.rewards.similarity import default_encoder_path
 
         minilm = default_encoder_path()
         out.append(("similarity", True, R.make("similarity", **neural)))

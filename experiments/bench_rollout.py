@@ -77,9 +77,9 @@ class Run:
 def prompts_of(venv: TextGenVectorEnv, seed: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """The env's reset prompts, left-padded and cut to the longest one, and their indices."""
     obs, info = venv.reset(seed=seed)
-    ids, mask = to_left_padded(obs["input_ids"], obs["attention_mask"], venv.config.pad_token_id)
-    width = int(mask.sum(1).max())
-    return torch.as_tensor(ids[:, -width:]), torch.as_tensor(mask[:, -width:]), info["prompt_index"]
+    pad = venv.config.pad_token_id
+    ids, mask = to_left_padded(obs["input_ids"], obs["attention_mask"], pad, trim=True)
+    return torch.as_tensor(ids), torch.as_tensor(mask), info["prompt_index"]
 
 
 def env_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int, *, cache: bool) -> Run:
@@ -88,12 +88,13 @@ def env_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int, *, cache: 
     B = venv.num_envs
     start = time.perf_counter()
     obs, _ = venv.reset(seed=seed)
-    ids, mask = to_left_padded(obs["input_ids"], obs["attention_mask"], venv.config.pad_token_id)
-    width = int(mask.sum(1).max())
-    seq = torch.as_tensor(ids[:, -width:])  # (B, P)
+    pad = venv.config.pad_token_id
+    ids, mask = to_left_padded(obs["input_ids"], obs["attention_mask"], pad, trim=True)
+    seq = torch.as_tensor(ids)  # (B, P)
+    width = seq.shape[1]
     # The mask only grows by a column of ones: write it once, hand the model a growing view.
     full_attn = torch.ones(B, width + venv.config.max_new_tokens, dtype=torch.long)  # (B, P + T)
-    full_attn[:, :width] = torch.as_tensor(mask[:, -width:])
+    full_attn[:, :width] = torch.as_tensor(mask)
     attn = full_attn[:, :width]  # (B, P)
     with torch.inference_mode():
         if cache:

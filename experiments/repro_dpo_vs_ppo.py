@@ -7,8 +7,8 @@ frontier dominates PPO's: more reward at the same KL.
 
 Here, at small scale, on the built-in ``reviews`` task with VADER sentiment as the gold reward:
 
-- DPO (``textgym.agents.DPO``): pairs from ``synthetic_review_preferences`` (K = 4 samples of the
-  embedded model per train prompt, every pair with a gold margin > 0.1), several β;
+- DPO (``textgym.agents.DPO``): pairs from ``textgym.preference.synthetic_preferences`` (K = 4
+  samples of the embedded model per train prompt, every pair with a gold margin > 0.1), several β;
 - PPO (``textgym.agents.PPO``): the gold reward itself with a KL penalty, several β.
 
 Every few updates, each policy samples one completion for each of ``eval_prompts`` validation
@@ -135,7 +135,10 @@ def plot(curves: dict[str, list[dict[str, float]]], out: Path) -> Path:
 
 
 def main() -> None:
-    from textgym.rewards.reward_model import synthetic_review_preferences
+    from textgym.rewards import make
+
+    from textgym import tasks
+    from textgym.preference import synthetic_preferences
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -151,13 +154,10 @@ def main() -> None:
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     base = LanguageModel.from_pretrained(cfg.model, device="cpu")
-    pairs = synthetic_review_preferences(
-        base,
-        split="train",
-        n_prompts=cfg.pair_prompts,
-        k=4,
-        max_new_tokens=cfg.max_new_tokens,
-        seed=cfg.seed,
+    prompts = list(tasks.load("reviews", split="train").prompts[: cfg.pair_prompts])
+    gold = make("sentiment")
+    pairs = synthetic_preferences(
+        base, prompts, gold, k=4, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
     )
     print(f"# {len(pairs)} preference pairs from {cfg.pair_prompts} prompts", flush=True)
     curves: dict[str, list[dict[str, float]]] = {}

@@ -10,7 +10,8 @@ Set-up here: gold = VADER sentiment of the completion in [0, 1]
 (``textgym.rewards.make("sentiment")``).
 Proxy = r_φ, a Bradley-Terry reward model (``textgym.rewards.reward_model``) on the embedded
 model's trunk, trained on ``rm_prompts`` x K=4 samples of the embedded model on review train
-prompts, labelled by the gold reward (``synthetic_review_preferences``), and normalised to mean 0,
+prompts, labelled by the gold reward (``textgym.preference.synthetic_preferences``), trained by
+``textgym.agents.RewardModelTrainer`` and normalised to mean 0,
 std 1 on samples of π_ref (Ziegler et al. 2019 §2.2). PPO then maximises r_φ with β = 0 (no KL
 penalty) and with β > 0. Every ``eval_every`` updates, the policy samples one completion for each of
 ``eval_prompts`` validation prompts (same seed every time) and we record proxy, gold and the
@@ -61,30 +62,29 @@ class OveroptConfig:
 
 def train_proxy(cfg: OveroptConfig) -> Any:
     """r_φ fitted to gold-labelled pairs of π_ref samples, normalised on π_ref samples."""
-    from textgym.rewards.reward_model import (
-        RewardModel,
-        RewardModelConfig,
-        synthetic_review_preferences,
-        train_reward_model,
-    )
+    from textgym.agents import RewardModelConfig, RewardModelTrainer
+    from textgym.rewards import make
+    from textgym.rewards.reward_model import RewardModel
+
+    from textgym import tasks
+    from textgym.preference import PreferencePair, synthetic_preferences
 
     base = LanguageModel.from_pretrained(cfg.model, device="cpu")
-    pairs = synthetic_review_preferences(
-        base,
-        split="train",
-        n_prompts=cfg.rm_prompts,
-        k=4,
-        max_new_tokens=cfg.max_new_tokens,
-        seed=0,
-    )
-    val = synthetic_review_preferences(
-        base, split="validation", n_prompts=100, k=4, max_new_tokens=cfg.max_new_tokens, seed=1
-    )
+
+    def review_pairs(split: str, n_prompts: int, seed: int) -> list[PreferencePair]:
+        """K = 4 samples of π_ref per review prompt, every pair with a gold margin > 0.1."""
+        prompts = list(tasks.load("reviews", split=split).prompts[:n_prompts])
+        gold = make("sentiment")
+        return synthetic_preferences(
+            base, prompts, gold, k=4, max_new_tokens=cfg.max_new_tokens, seed=seed
+        )
+
+    pairs = review_pairs("train", cfg.rm_prompts, seed=0)
+    val = review_pairs("validation", 100, seed=1)
     torch.manual_seed(0)  # the head's init
     rm = RewardModel.from_backbone(base, device="cpu")
-    hist = train_reward_model(
-        rm, pairs, val, RewardModelConfig(epochs=cfg.rm_epochs), progress=False
-    )
+    config = RewardModelConfig(epochs=cfg.rm_epochs)
+    hist = RewardModelTrainer(rm, pairs, val, config, device="cpu", progress_bar=False).learn()
     rm.eval()
     # Chosen and rejected of the same pairs: both are π_ref samples, so together they are an
     # unbiased sample of π_ref's completions to normalise on.

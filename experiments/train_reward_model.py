@@ -25,16 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from textgym.agents import RewardModelConfig, RewardModelTrainer
 from textgym.rewards import make
-from textgym.rewards.reward_model import (
-    RewardModel,
-    RewardModelConfig,
-    synthetic_review_preferences,
-    train_reward_model,
-)
+from textgym.rewards.reward_model import RewardModel
 
 import textgym
-from textgym.preference import PreferencePair, load_jsonl
+from textgym import tasks
+from textgym.preference import PreferencePair, load_jsonl, synthetic_preferences
 from textgym.provenance import git_sha
 
 
@@ -82,17 +79,24 @@ def write_jsonl(path: Path, pairs: list[PreferencePair]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def review_preferences(
+    lm: textgym.LanguageModel, args: Args, split: str, n_prompts: int | None, seed: int
+) -> list[PreferencePair]:
+    """The DPO paper's IMDb set-up on the built-in review task: the first ``n_prompts`` prompts of
+    ``split``, K samples of ``lm`` each, paired by the hidden gold reward (VADER sentiment)."""
+    prompts = list(tasks.load("reviews", split=split).prompts[:n_prompts])
+    kw = {"k": args.k, "min_margin": args.min_margin, "max_new_tokens": args.max_new_tokens}
+    return synthetic_preferences(lm, prompts, make("sentiment"), seed=seed, **kw)
+
+
 def build_data(args: Args, lm: textgym.LanguageModel) -> tuple[list[PreferencePair], ...]:
     if args.data is not None:
         return load_jsonl(Path(args.data) / "train.jsonl"), load_jsonl(
             Path(args.data) / "val.jsonl"
         )
-    kw = {"k": args.k, "min_margin": args.min_margin, "max_new_tokens": args.max_new_tokens}
-    train = synthetic_review_preferences(lm, n_prompts=args.train_prompts, seed=args.seed, **kw)
+    train = review_preferences(lm, args, "train", args.train_prompts, args.seed)
     # Another seed for the held-out prompts, so no sample stream is shared with training.
-    val = synthetic_review_preferences(
-        lm, split="validation", n_prompts=args.val_prompts, seed=args.seed + 1, **kw
-    )
+    val = review_preferences(lm, args, "validation", args.val_prompts, args.seed + 1)
     return train, val
 
 
@@ -132,7 +136,7 @@ def main(args: Args) -> None:
         weight_decay=args.weight_decay,
         seed=args.seed,
     )
-    history = train_reward_model(rm, train, val, cfg)
+    history = RewardModelTrainer(rm, train, val, cfg, device="cpu").learn()
     train_s = history[-1]["seconds"]
 
     print(

@@ -40,7 +40,7 @@ _LAZY: dict[str, str] = {
     "VaderSentiment": "model",
     "HFClassifier": "model",
     "ProfanityToxicity": "model",
-    "SemanticSimilarity": "model",
+    "SemanticSimilarity": "similarity",
     "RewardModel": "reward_model",
     "RewardModelReward": "reward_model",
     "Length": "simple",

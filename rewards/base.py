@@ -105,6 +105,22 @@ def normalize_references(
     return out
 
 
+def check_batch(
+    name: str,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    references: References | None,
+    needs_references: bool,
+) -> list[tuple[str, ...]] | None:
+    """The checks of every reward call before scoring: one prompt per completion, and the
+    references as :func:`normalize_references` returns them (or raises, naming the reward)."""
+    if len(prompts) != len(completions):
+        raise ValueError(
+            f"reward {name!r}: {len(prompts)} prompts but {len(completions)} completions"
+        )
+    return normalize_references(references, len(completions), name, needs_references)
+
+
 def check_scores(
     scores: object,
     name: str,
@@ -177,11 +193,7 @@ class BaseReward(ABC):
                 f"reward {self.name!r} is batched: pass lists of prompts and completions, "
                 "not a single str"
             )
-        if len(prompts) != len(completions):
-            raise ValueError(
-                f"reward {self.name!r}: {len(prompts)} prompts but {len(completions)} completions"
-            )
-        refs = normalize_references(references, len(completions), self.name, self.needs_references)
+        refs = check_batch(self.name, prompts, completions, references, self.needs_references)
         if len(completions) == 0:
             return np.zeros(0, dtype=np.float32)
         out = self._score(list(prompts), list(completions), refs)

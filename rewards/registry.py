@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from textgym.rewards.base import (
     BaseReward,
     References,
     Reward,
+    check_batch,
     check_scores,
     normalize_references,
 )
-
-if TYPE_CHECKING:
-    from textgym.rewards.metric import RougeType
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -144,11 +142,7 @@ class CheckedReward:
         references: References | None = None,
     ) -> np.ndarray:  # (B,) float32
         """Call the wrapped reward and validate its output (see ``check_scores``)."""
-        if len(prompts) != len(completions):
-            raise ValueError(
-                f"reward {self.name!r}: {len(prompts)} prompts but {len(completions)} completions"
-            )
-        normalize_references(references, len(completions), self.name, self.needs_references)
+        check_batch(self.name, prompts, completions, references, self.needs_references)
         out = self.inner(prompts, completions, references)
         return check_scores(out, self.name, prompts, completions)
 
@@ -266,136 +260,40 @@ class WeightedSum(BaseReward):
 
 
 # --- the name table --------------------------------------------------------------------------
-# Factories import their module inside the function so that `import textgym.rewards` stays light
-# (torch, sacrebleu and nltk load only when a reward that needs them is made).
 
 
-def _bleu(**kw: Any) -> Reward:
-    from textgym.rewards.metric import BLEU
+def _lazy(cls: str, **fixed: Any) -> Callable[..., Reward]:
+    """A factory of the reward class ``cls`` of ``textgym.rewards``, imported when first made
+    (through the package's table of lazy names), so that ``import textgym.rewards`` stays light:
+    torch, sacrebleu and nltk load only when a reward that needs them is made."""
 
-    return BLEU(**kw)
-
-
-def _chrf(**kw: Any) -> Reward:
-    from textgym.rewards.metric import ChrF
-
-    return ChrF(**kw)
-
-
-def _ter(**kw: Any) -> Reward:
-    from textgym.rewards.metric import TER
-
-    return TER(**kw)
-
-
-def _rouge(rouge_type: RougeType) -> Callable[..., Reward]:
     def factory(**kw: Any) -> Reward:
-        from textgym.rewards.metric import ROUGE
+        import textgym.rewards as package
 
-        return ROUGE(rouge_type=rouge_type, **kw)
+        reward: Reward = getattr(package, cls)(**fixed, **kw)
+        return reward
 
     return factory
 
 
-def _meteor(**kw: Any) -> Reward:
-    from textgym.rewards.metric import METEOR
-
-    return METEOR(**kw)
-
-
-def _cider(**kw: Any) -> Reward:
-    from textgym.rewards.cider import CIDErD
-
-    return CIDErD(**kw)
-
-
-def _sentiment(**kw: Any) -> Reward:
-    from textgym.rewards.model import VaderSentiment
-
-    return VaderSentiment(**kw)
-
-
-def _classifier(**kw: Any) -> Reward:
-    from textgym.rewards.model import HFClassifier
-
-    return HFClassifier(**kw)
-
-
-def _toxicity(**kw: Any) -> Reward:
-    from textgym.rewards.model import ProfanityToxicity
-
-    return ProfanityToxicity(**kw)
-
-
-def _similarity(**kw: Any) -> Reward:
-    from textgym.rewards.model import SemanticSimilarity
-
-    return SemanticSimilarity(**kw)
-
-
-def _reward_model(**kw: Any) -> Reward:
-    from textgym.rewards.reward_model import RewardModelReward
-
-    return RewardModelReward(**kw)
-
-
-def _length(**kw: Any) -> Reward:
-    from textgym.rewards.simple import Length
-
-    return Length(**kw)
-
-
-def _repetition(**kw: Any) -> Reward:
-    from textgym.rewards.simple import Repetition
-
-    return Repetition(**kw)
-
-
-def _keywords(**kw: Any) -> Reward:
-    from textgym.rewards.simple import KeywordInclusion
-
-    return KeywordInclusion(**kw)
-
-
-def _exact_match(**kw: Any) -> Reward:
-    from textgym.rewards.simple import ExactMatch
-
-    return ExactMatch(**kw)
-
-
-def _banned_tokens(**kw: Any) -> Reward:
-    from textgym.rewards.token import BannedTokens
-
-    return BannedTokens(**kw)
-
-
-def _token_repetition(**kw: Any) -> Reward:
-    from textgym.rewards.token import TokenRepetition
-
-    return TokenRepetition(**kw)
-
-
 REWARDS: dict[str, Callable[..., Reward]] = {
-    "bleu": _bleu,
-    "chrf": _chrf,
-    "ter": _ter,
-    "rouge1": _rouge("rouge1"),
-    "rouge2": _rouge("rouge2"),
-    "rougeL": _rouge("rougeL"),
-    "rougeLsum": _rouge("rougeLsum"),
-    "meteor": _meteor,
-    "cider": _cider,
-    "sentiment": _sentiment,
-    "classifier": _classifier,
-    "toxicity": _toxicity,
-    "similarity": _similarity,
-    "reward_model": _reward_model,
-    "length": _length,
-    "repetition": _repetition,
-    "keywords": _keywords,
-    "exact_match": _exact_match,
-    "banned_tokens": _banned_tokens,
-    "token_repetition": _token_repetition,
+    "bleu": _lazy("BLEU"),
+    "chrf": _lazy("ChrF"),
+    "ter": _lazy("TER"),
+    **{t: _lazy("ROUGE", rouge_type=t) for t in ("rouge1", "rouge2", "rougeL", "rougeLsum")},
+    "meteor": _lazy("METEOR"),
+    "cider": _lazy("CIDErD"),
+    "sentiment": _lazy("VaderSentiment"),
+    "classifier": _lazy("HFClassifier"),
+    "toxicity": _lazy("ProfanityToxicity"),
+    "similarity": _lazy("SemanticSimilarity"),
+    "reward_model": _lazy("RewardModelReward"),
+    "length": _lazy("Length"),
+    "repetition": _lazy("Repetition"),
+    "keywords": _lazy("KeywordInclusion"),
+    "exact_match": _lazy("ExactMatch"),
+    "banned_tokens": _lazy("BannedTokens"),
+    "token_repetition": _lazy("TokenRepetition"),
 }
 """The flat name -> constructor table behind ``make(name)``."""
 

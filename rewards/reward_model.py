@@ -1,108 +1,58 @@
-"""A learned preference reward model r_φ(x, y), trained on pairs with the Bradley-Terry loss.
+"""A learned preference reward model r_φ(x, y) and its adapter to the textgym reward protocol.
 
-Bradley & Terry 1952 model a comparison between two items as a logistic function of the
-difference of their scores. RLHF uses it for completions of one prompt (Ziegler et al. 2019,
-arXiv:1909.08593, §2.2; Ouyang et al. 2022, arXiv:2203.02155, §3.5, Eq. 1)::
+r_φ scores completion y of prompt x; two completions compare as Bradley & Terry 1952 do, as in RLHF
+(Ziegler et al. 2019, arXiv:1909.08593, §2.2; Ouyang et al. 2022, arXiv:2203.02155, §3.5)::
 
-    p(y_w ≻ y_l | x) = σ( r_φ(x, y_w) - r_φ(x, y_l) )
-    L(φ) = -E_{(x, y_w, y_l) ~ D} log σ( r_φ(x, y_w) - r_φ(x, y_l) )
+    p(y_w ≻ y_l | x) = σ( r_φ(x, y_w) - r_φ(x, y_l) )      (RewardModel.preference)
 
-Symbols -> code: x -> ``prompts`` | y_w, y_l -> chosen / rejected completions | r_φ(x, y) ->
-``RewardModel.forward`` (``r_w``, ``r_l`` in the loss) | σ -> ``torch.sigmoid`` | D -> the
-pairs given to ``train_reward_model`` | φ -> the backbone's and the head's parameters.
+r_φ is any Hugging Face backbone (a causal LM's trunk, such as the embedded model's, or an encoder)
+and a linear head, N(0, 1/(H + 1)) at init (Stiennon et al. 2020, arXiv:2009.01325, App. C.3), on
+the hidden state of the **last non-pad token** of x ⊕ y, found from the attention mask: any padding
+gives the same reward, and a causal backbone takes its position ids from the mask (``cumsum - 1``).
+Text becomes tokens in one place, ``RewardModel.tokenize`` (the tokenizer's pair encoding of
+(x, y), right-padded by hand; a row over ``max_length`` keeps its last tokens), for training and
+scoring alike. ``normalize_`` folds mean 0 / std 1 on reference samples into the head (Ziegler et
+al. 2019, §2.2). The decisions are argued in ``docs/reward_model.md``.
 
-r_φ is any Hugging Face backbone (the trunk of a causal LM, such as the embedded model's, or an
-encoder) and a linear head on the hidden state of the **last non-pad token** of x ⊕ y, the one
-token that has seen the whole text under causal attention. The position of that token is read
-from the attention mask, so left, right or extra padding give the same reward; for a causal
-backbone the position ids come from the mask too (``cumsum - 1``), so left padding never shifts
-positions.
-
-Decisions:
-
-- Text -> tokens happens in one place, ``RewardModel.tokenize``: the tokenizer's own pair
-  encoding of (x, y) (special tokens as the backbone expects them; GPT-2 style tokenizers just
-  concatenate), right-padded by hand so a caller's tokenizer is never changed. Training and
-  scoring both go through it, so the model is scored on exactly the tokens it was trained on.
-  Completions are decoded text without EOS, as the env's ``info["text"]`` is.
-- A row longer than ``max_length`` (default: the backbone's context window) keeps its **last**
-  tokens, where the reward is read, and a warning gives the count.
-- BT is invariant to adding a constant to r_φ; ``RewardModel.normalize_`` folds a mean/std
-  normalisation over reference samples into the head (Ziegler et al. 2019, §2.2: mean 0 and
-  variance 1 before RL), so a saved model carries it.
-- The head starts from N(0, 1/(H + 1)) (Stiennon et al. 2020, arXiv:2009.01325, App. C.3).
-
-``RewardModelReward`` wraps a model as a textgym reward (``gym.make("TextGen-v0",
-reward=RewardModelReward(rm))``, ``rewards.make("reward_model", model=path)``); its
-``preference`` method is the BT probability, the ``preference=`` callable of
-``IterativeDPO``. ``synthetic_review_preferences`` builds the DPO paper's IMDb-like set-up on
-the built-in review task: samples of the embedded model ranked by a hidden gold reward (VADER).
-
-Shapes: B batch (rows), N pairs, L sequence length, H hidden size.
+Training (the Bradley-Terry loss) is ``textgym.agents.RewardModelTrainer``; pairs labelled by a gold
+reward come from ``textgym.preference.synthetic_preferences``. ``RewardModelReward`` makes a model a
+textgym reward (``rewards.make("reward_model", model=path)``); its ``preference`` method is the
+``preference=`` callable of ``IterativeDPO``. Shapes: B rows, N pairs, L length, H hidden size.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import inspect
 import json
 import math
 import os
-import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from textgym.rewards.base import BaseReward
 from textgym.rewards.model import default_batch_tokens, fuse_gelu_, length_buckets
 from torch import Tensor, nn
 
-from textgym.config import check_fields, check_range
-from textgym.preference import PreferenceBatch, PreferencePair
+from textgym.hf import context_window, hidden_size
+from textgym.preference import PreferenceBatch, PreferencePair, pad_right
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from textgym.lm import LanguageModel
 
-__all__ = [
-    "RewardModel",
-    "RewardModelConfig",
-    "RewardModelReward",
-    "bradley_terry_loss",
-    "pairwise_accuracy",
-    "synthetic_review_preferences",
-    "train_reward_model",
-]
+__all__ = ["RewardModel", "RewardModelReward"]
 
 FORMAT_VERSION = 1
 """Version of the ``reward_model.json`` layout written by ``RewardModel.save``."""
 META_FILE = "reward_model.json"
 HEAD_FILE = "head.safetensors"
 BACKBONE_DIR = "backbone"
-
-
-def bradley_terry_loss(r_w: Tensor, r_l: Tensor) -> Tensor:
-    """L(φ) = -mean log σ(r_φ(x, y_w) - r_φ(x, y_l)) (Ouyang et al. 2022, Eq. 1).
-
-    Args:
-        r_w: (N,) rewards of the preferred completions.
-        r_l: (N,) rewards of the dispreferred completions.
-
-    Returns:
-        The scalar loss; log 2 when r_w = r_l.
-    """
-    if r_w.shape != r_l.shape:
-        raise ValueError(
-            f"r_w and r_l must have one shape, got {tuple(r_w.shape)} and {tuple(r_l.shape)}"
-        )
-    return -F.logsigmoid(r_w - r_l).mean()  # log σ in one op: no underflow at large margins
 
 
 def _is_causal(config: Any) -> bool:
@@ -115,22 +65,14 @@ def _is_causal(config: Any) -> bool:
     )
 
 
-def _hidden_size(config: Any) -> int:
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("hidden_size", "n_embd", "d_model", "dim"):
-        value = getattr(text_config, key, None)
-        if isinstance(value, int):
-            return value
-    raise ValueError(f"cannot find the hidden size in config {type(config).__name__}")
+def _load_trunk(path: str | Path, trust_remote_code: bool, **kwargs: Any) -> tuple[Any, Any]:
+    """A folder's ``AutoModel`` (a causal LM's trunk, or an encoder), GELU fused, and tokenizer."""
+    from transformers import AutoModel, AutoTokenizer
 
-
-def _context_window(config: Any) -> int | None:
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        value = getattr(text_config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    trunk = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    fuse_gelu_(trunk)  # our own copy: the fused kernel computes the same function, faster
+    return trunk, tokenizer
 
 
 class RewardModel(nn.Module):
@@ -161,7 +103,7 @@ class RewardModel(nn.Module):
         head: nn.Linear | None = None,
     ) -> None:
         super().__init__()
-        hidden = _hidden_size(backbone.config)
+        hidden = hidden_size(backbone.config)
         if head is None:
             head = nn.Linear(hidden, 1)
             nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
@@ -182,7 +124,7 @@ class RewardModel(nn.Module):
         self.head = head.float()  # scores in float32 whatever the backbone's dtype
         self.tokenizer = tokenizer
         self.causal = causal
-        self.max_length = _context_window(backbone.config) if max_length is None else max_length
+        self.max_length = context_window(backbone.config) if max_length is None else max_length
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {self.max_length}")
         self.pad_token_id = int(pad)
@@ -225,23 +167,19 @@ class RewardModel(nn.Module):
         target: torch.device | None
         if isinstance(source, LanguageModel):
             trunk = copy.deepcopy(source.model.base_model)
+            fuse_gelu_(trunk)  # our own copy: the fused kernel computes the same function, faster
             tokenizer = source.tokenizer
             is_causal = True if causal is None else causal
             target = source.device if device is None else resolve_device(device)
         else:
-            from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-            from textgym.lm import check_model_dir, check_trust_remote_code
+            from textgym.hf import check_model_dir, load_config
 
             path = check_model_dir(source)
-            check_trust_remote_code(trust_remote_code)
-            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+            config = load_config(path, trust_remote_code=trust_remote_code)
             kwargs: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
-            trunk = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            trunk, tokenizer = _load_trunk(path, trust_remote_code, **kwargs)
             is_causal = _is_causal(config) if causal is None else causal
             target = None if device is None else resolve_device(device)
-        fuse_gelu_(trunk)  # our own copy: the fused kernel computes the same function, faster
         model = cls(trunk, tokenizer, causal=is_causal, max_length=max_length)
         return model.to(target) if target is not None else model
 
@@ -328,15 +266,7 @@ class RewardModel(nn.Module):
                 "their first tokens",
                 stacklevel=2,
             )
-        width = max(len(row) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)  # (B, L)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L)
-        completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (B, L)
-        for i, (row, side) in enumerate(zip(rows, sides, strict=True)):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, : len(row)] = 1
-            completion_mask[i, : len(row)] = torch.tensor(side, dtype=torch.bool)
-        return input_ids, attention_mask, completion_mask
+        return pad_right(rows, sides, self.pad_token_id)  # (B, L) each
 
     def tokenize_pairs(self, pairs: Sequence[PreferencePair]) -> PreferenceBatch:
         """N pairs as one ``PreferenceBatch`` of 2N rows, chosen first (row i: x_i ⊕ y_w,i; row
@@ -484,7 +414,6 @@ class RewardModel(nn.Module):
             The model, in eval mode.
         """
         from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
 
         from textgym.lm import check_trust_remote_code, resolve_device
 
@@ -498,22 +427,11 @@ class RewardModel(nn.Module):
                 f"{path / META_FILE} has format_version {meta.get('format_version')}, this "
                 f"textgym reads {FORMAT_VERSION}"
             )
-        backbone = AutoModel.from_pretrained(
-            path / BACKBONE_DIR, trust_remote_code=trust_remote_code
-        )
-        tokenizer = AutoTokenizer.from_pretrained(
-            path / BACKBONE_DIR, trust_remote_code=trust_remote_code
-        )
-        fuse_gelu_(backbone)
+        backbone, tokenizer = _load_trunk(path / BACKBONE_DIR, trust_remote_code)
         head = nn.Linear(int(meta["hidden_size"]), 1)
         head.load_state_dict(load_file(str(path / HEAD_FILE)))
-        model = cls(
-            backbone,
-            tokenizer,
-            causal=bool(meta["causal"]),
-            max_length=meta["max_length"],
-            head=head,
-        )
+        causal, max_length = bool(meta["causal"]), meta["max_length"]
+        model = cls(backbone, tokenizer, causal=causal, max_length=max_length, head=head)
         return model.to(resolve_device(device)).eval()
 
     def as_reward(self, batch_size: int = 64, batch_tokens: int | None = None) -> RewardModelReward:
@@ -540,9 +458,6 @@ class RewardModelReward(BaseReward):
             elsewhere (see :meth:`RewardModel.score`).
         trust_remote_code: let a saved model's backbone run its own code; default False.
     """
-
-    token_level = False
-    needs_references = False
 
     def __init__(
         self,
@@ -580,237 +495,3 @@ class RewardModelReward(BaseReward):
     ) -> np.ndarray:  # (B,)
         """p(a ≻ b | x) = σ(r_φ(x, a) - r_φ(x, b)); see :meth:`RewardModel.preference`."""
         return self.model.preference(prompts, a, b, self.batch_size)
-
-
-# ---------------------------------------------------------------------------- training
-
-
-@dataclass(frozen=True)
-class RewardModelConfig:
-    """Hyperparameters of ``train_reward_model`` (defaults work on the embedded model's trunk)."""
-
-    lr: float = 5e-4
-    """AdamW learning rate; Ouyang et al. use 9e-6 for a 6B model, small trunks need more."""
-    epochs: int = 2
-    """Passes over the pairs; Ouyang et al. train 1 epoch (more overfits large models)."""
-    batch_size: int = 32
-    """Pairs per update (2x rows per forward pass)."""
-    weight_decay: float = 0.0
-    """AdamW decoupled weight decay."""
-    max_grad_norm: float | None = 1.0
-    """Clip the gradient's global norm to this; None: no clipping."""
-    seed: int = 0
-    """Seed of the pair order (the head's init is the caller's, at construction)."""
-    eval_batch_size: int = 128
-    """Rows per forward pass in validation."""
-
-    def __post_init__(self) -> None:
-        check_fields(self)  # also: lr finite
-        if not self.lr > 0:
-            raise ValueError(f"RewardModelConfig.lr must be > 0, got {self.lr}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"RewardModelConfig.{name} must be >= 1, got {getattr(self, name)}"
-                )
-        check_range(self, "weight_decay", low=0)
-        check_range(self, "max_grad_norm", low=0, low_open=True)  # None passes: no clipping
-        check_range(self, "seed", low=0, high=2**32 - 1)
-
-
-@torch.no_grad()
-def _evaluate(rm: RewardModel, batch: PreferenceBatch, batch_size: int) -> tuple[float, float]:
-    """Mean BT loss and pairwise accuracy (ties count 1/2) over all pairs of ``batch``."""
-    n, step = len(batch), max(1, batch_size // 2)  # a pair is two rows
-    losses, correct = 0.0, 0.0
-    was_training = rm.training
-    rm.eval()
-    try:
-        for start in range(0, n, step):
-            sub = batch.select(torch.arange(start, min(n, start + step))).to(rm.device)
-            r_all = rm(sub.input_ids, sub.attention_mask)  # (2b,)
-            r_w, r_l = r_all.chunk(2)
-            losses += float(bradley_terry_loss(r_w, r_l)) * len(r_w)
-            correct += float((r_w > r_l).sum() + 0.5 * (r_w == r_l).sum())
-    finally:
-        rm.train(was_training)
-    return losses / n, correct / n
-
-
-def pairwise_accuracy(
-    rm: RewardModel, pairs: Sequence[PreferencePair] | PreferenceBatch, batch_size: int = 128
-) -> float:
-    """Fraction of pairs with r_φ(x, y_w) > r_φ(x, y_l) (ties count 1/2).
-
-    Args:
-        rm: the model.
-        pairs: pairs, or a ``PreferenceBatch`` made by ``rm.tokenize_pairs``.
-        batch_size: rows per forward pass.
-
-    Returns:
-        The accuracy in [0, 1].
-    """
-    batch = pairs if isinstance(pairs, PreferenceBatch) else rm.tokenize_pairs(pairs)
-    return _evaluate(rm, batch, batch_size)[1]
-
-
-def _update(
-    rm: RewardModel,
-    optimizer: torch.optim.Optimizer,
-    sub: PreferenceBatch,
-    max_grad_norm: float | None,
-    update: int,
-) -> tuple[Tensor, Tensor]:
-    """One AdamW step on the BT loss of ``sub``; returns the detached (b,) r_w and r_l."""
-    sub = sub.to(rm.device)
-    r_w, r_l = rm(sub.input_ids, sub.attention_mask).chunk(2)  # (b,), (b,): one pass, both sides
-    loss = bradley_terry_loss(r_w, r_l)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"non-finite Bradley-Terry loss {loss.item()} at update {update}; r_w in "
-            f"[{r_w.min().item():.3g}, {r_w.max().item():.3g}], r_l in "
-            f"[{r_l.min().item():.3g}, {r_l.max().item():.3g}]: lower the learning rate"
-        )
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_grad_norm is not None:
-        nn.utils.clip_grad_norm_(rm.parameters(), max_grad_norm)
-    optimizer.step()
-    return r_w.detach(), r_l.detach()
-
-
-def train_reward_model(
-    rm: RewardModel,
-    train: Sequence[PreferencePair] | PreferenceBatch,
-    val: Sequence[PreferencePair] | PreferenceBatch | None = None,
-    config: RewardModelConfig = RewardModelConfig(),
-    *,
-    progress: bool = True,
-) -> list[dict[str, float]]:
-    """Fit r_φ to pairs by minimising the Bradley-Terry loss with AdamW, in place.
-
-    Each update scores the chosen and the rejected rows of ``batch_size`` pairs in one forward
-    pass. After each epoch the held-out pairs give the validation loss and pairwise accuracy.
-
-    Args:
-        rm: the model to train (e.g. ``RewardModel.from_backbone(lm)``).
-        train: training pairs, or a ``PreferenceBatch`` from ``rm.tokenize_pairs``.
-        val: held-out pairs (or batch) for validation; None: no validation.
-        config: hyperparameters.
-        progress: show a tqdm bar over updates.
-
-    Returns:
-        The history: a row for epoch 0 (before training: validation only), then one per epoch
-        with ``train_loss``, ``train_acc`` (running, over the epoch's updates), ``val_loss``,
-        ``val_acc`` and ``seconds`` since the start.
-    """
-    from textgym.training import progress as progress_bar
-
-    cfg = config
-    batch = train if isinstance(train, PreferenceBatch) else rm.tokenize_pairs(train)
-    val_batch = val if val is None or isinstance(val, PreferenceBatch) else rm.tokenize_pairs(val)
-    n = len(batch)
-    optimizer = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    updates_per_epoch = math.ceil(n / cfg.batch_size)
-    start = time.perf_counter()
-
-    def row(epoch: int, **train_stats: float) -> dict[str, float]:
-        out: dict[str, float] = {"epoch": float(epoch), **train_stats}
-        if val_batch is not None:
-            out["val_loss"], out["val_acc"] = _evaluate(rm, val_batch, cfg.eval_batch_size)
-        out["seconds"] = time.perf_counter() - start
-        return out
-
-    history = [row(0)]
-    bar = progress_bar(range(cfg.epochs * updates_per_epoch), "reward model", disable=not progress)
-    rm.train()
-    for update in bar:
-        epoch, i = divmod(update, updates_per_epoch)
-        if i == 0:
-            order = torch.randperm(n, generator=generator)  # (N,)
-            loss_sum, correct, seen = 0.0, 0.0, 0
-        index = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]  # (b,)
-        r_w, r_l = _update(rm, optimizer, batch.select(index), cfg.max_grad_norm, update)
-        loss_sum += bradley_terry_loss(r_w, r_l).item() * len(index)
-        correct += float((r_w > r_l).sum() + 0.5 * (r_w == r_l).sum())
-        seen += len(index)
-        if i == updates_per_epoch - 1:
-            history.append(row(epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen))
-            bar.set_postfix({k: round(v, 3) for k, v in history[-1].items() if k != "epoch"})
-    bar.close()
-    return history
-
-
-# ---------------------------------------------------------------------------- synthetic data
-
-
-def synthetic_review_preferences(
-    lm: LanguageModel | None = None,
-    *,
-    split: Literal["train", "validation", "test"] = "train",
-    n_prompts: int | None = None,
-    k: int = 4,
-    pairs: Literal["all", "best_worst"] = "all",
-    min_margin: float = 0.1,
-    max_new_tokens: int = 32,
-    seed: int = 0,
-    gold: Any = "sentiment",
-) -> list[PreferencePair]:
-    """Preference pairs on the review task, labelled by a hidden gold reward (DPO's IMDb set-up).
-
-    For each of the first ``n_prompts`` prompts of ``textgym.tasks.load("reviews", split)``, K
-    completions are sampled from ``lm`` (temperature 1) with ``textgym.preference.sample_pairs``,
-    scored by the gold reward (VADER sentiment in [0, 1] by default) and paired by it; a pair is
-    kept when the gold margin exceeds ``min_margin`` (Rafailov et al. 2023, arXiv:2305.18290,
-    §6.1, use a sentiment classifier as the gold reward the same way). Same seed, same pairs.
-
-    Args:
-        lm: the model to sample from; None: the embedded model on the CPU.
-        split: which split's prompts.
-        n_prompts: how many prompts (the first ones of the split); None: all.
-        k: K, completions per prompt (>= 2).
-        pairs: ``"all"``: every pair of a prompt's K candidates with a large margin (up to
-            K(K-1)/2, as Ouyang et al. 2022 use all comparisons of a ranking); ``"best_worst"``:
-            only (best, worst), as ``sample_pairs`` and iterative DPO keep.
-        min_margin: keep a pair when gold(y_w) - gold(y_l) > this.
-        max_new_tokens: longest completion.
-        seed: seed of the sampling generator.
-        gold: the gold reward spec (``textgym.rewards.make``) or object.
-
-    Returns:
-        The pairs, prompt by prompt.
-    """
-    from textgym.rewards import make
-
-    from textgym import tasks
-    from textgym.lm import LanguageModel
-    from textgym.preference import sample_pairs
-
-    if pairs not in ("all", "best_worst"):
-        raise ValueError(f"pairs must be 'all' or 'best_worst', got {pairs!r}")
-    if n_prompts is not None and n_prompts < 1:
-        raise ValueError(f"n_prompts must be >= 1 or None, got {n_prompts}")
-    policy = LanguageModel.from_pretrained(device="cpu") if lm is None else lm
-    prompts = list(tasks.load("reviews", split=split).prompts[:n_prompts])
-    generator = torch.Generator(device=policy.device).manual_seed(seed)
-    sampled = sample_pairs(
-        policy,
-        prompts,
-        k=k,
-        reward=make(gold),
-        min_margin=min_margin,
-        max_new_tokens=max_new_tokens,
-        generator=generator,
-    )
-    if pairs == "best_worst":
-        return [dataclasses.replace(p, chosen_ids=None, rejected_ids=None) for p in sampled.pairs]
-    out: list[PreferencePair] = []
-    for prompt, texts, scores in zip(prompts, sampled.texts, sampled.scores, strict=True):
-        for a in range(len(texts)):
-            for b in range(a + 1, len(texts)):
-                w, lo = (a, b) if scores[a] >= scores[b] else (b, a)
-                margin = float(scores[w] - scores[lo])
-                if margin > min_margin and texts[w] != texts[lo] and texts[w] and texts[lo]:
-                    out.append(PreferencePair(prompt, texts[w], texts[lo], margin=margin))
-    return out

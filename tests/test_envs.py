@@ -523,6 +523,42 @@ def test_to_left_padded() -> None:
     assert m.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
 
 
+def test_to_left_padded_trim_keeps_the_longest_row() -> None:
+    ids = np.array([[5, 6, 1, 1], [8, 1, 1, 1]])
+    mask = np.array([[1, 1, 0, 0], [1, 0, 0, 0]])
+    out, m = to_left_padded(ids, mask, pad_token_id=1, trim=True)
+    assert out.tolist() == [[5, 6], [1, 8]]
+    assert m.tolist() == [[1, 1], [0, 1]]
+
+
+@pytest.mark.parametrize("build", ["single", "vector", "make", "make_vec"])
+def test_an_unknown_argument_is_named_with_the_valid_ones(build: str, tiny_gpt2_dir: str) -> None:
+    calls = {
+        "single": lambda: TextGenEnv(model=tiny_gpt2_dir, max_tokens=4),
+        "vector": lambda: TextGenVectorEnv(2, model=tiny_gpt2_dir, max_tokens=4),
+        "make": lambda: gym.make("TextGen-v0", model=tiny_gpt2_dir, max_tokens=4),
+        "make_vec": lambda: gym.make_vec("TextGen-v0", 2, model=tiny_gpt2_dir, max_tokens=4),
+    }
+    with pytest.raises(
+        TypeError, match=r"unknown arguments \['max_tokens'\]; valid: .*'max_new_tokens'"
+    ):
+        calls[build]()
+
+
+def test_env_arguments_bind_by_position_and_keyword(tiny_gpt2_dir: str) -> None:
+    env = TextGenEnv(tiny_gpt2_dir, PROMPTS, CountingReward(), 4, fixed_horizon=True)
+    assert (env.args.model, env.args.max_new_tokens, env.args.fixed_horizon) == (
+        tiny_gpt2_dir,
+        4,
+        True,
+    )
+    assert env.config.max_new_tokens == 4
+    with pytest.raises(TypeError, match="at most 5 positional arguments"):
+        TextGenEnv(tiny_gpt2_dir, PROMPTS, CountingReward(), 4, None, "train")
+    with pytest.raises(TypeError, match=r"multiple values for \['model'\]"):
+        TextGenEnv(tiny_gpt2_dir, model=tiny_gpt2_dir)
+
+
 # --- vector env --------------------------------------------------------------------------------
 
 

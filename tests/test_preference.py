@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from textgym.preference import (
     from_records,
     load_jsonl,
     sample_pairs,
+    synthetic_preferences,
     tokenize_pairs,
 )
 
@@ -232,3 +234,40 @@ def test_sample_pairs_argument_errors(lm: LanguageModel) -> None:
         sample_pairs(lm, ["a"], k=1, reward=r)
     with pytest.raises(ValueError, match="needs references"):
         sample_pairs(lm, ["a"], k=2, reward=r, include_reference=True)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_synthetic_pairs_are_ranked_by_the_gold_reward_and_seeded(
+    embedded_lm: LanguageModel,
+) -> None:
+    from textgym.rewards import make
+
+    from textgym import tasks
+
+    gold = make("sentiment")
+    reviews = list(tasks.load("reviews", split="train").prompts[:6])
+    kw: dict[str, Any] = {"k": 3, "max_new_tokens": 12, "min_margin": 0.05}
+    pairs = synthetic_preferences(embedded_lm, reviews, gold, seed=1, **kw)
+    assert pairs == synthetic_preferences(embedded_lm, reviews, gold, seed=1, **kw)
+    assert pairs != synthetic_preferences(embedded_lm, reviews, gold, seed=2, **kw)
+    x = [p.prompt for p in pairs]
+    margin = gold(x, [p.chosen for p in pairs]) - gold(x, [p.rejected for p in pairs])
+    assert len(pairs) > 0
+    assert np.all(margin > 0.05)
+    np.testing.assert_allclose(margin, [p.margin for p in pairs], rtol=1e-5, atol=1e-6)
+    best_worst = synthetic_preferences(embedded_lm, reviews, gold, seed=1, pairs="best_worst", **kw)
+    assert 0 < len(best_worst) <= len(reviews)
+    triple = lambda p: (p.prompt, p.chosen, p.rejected)  # noqa: E731
+    assert {triple(p) for p in best_worst} <= {triple(p) for p in pairs}
+
+
+def test_synthetic_preferences_argument_errors(lm: LanguageModel) -> None:
+    def r(p: Sequence[str], c: Sequence[str], refs: object = None) -> np.ndarray:
+        return np.zeros(len(c), dtype=np.float32)
+
+    with pytest.raises(ValueError, match="pairs must be 'all' or 'best_worst'"):
+        synthetic_preferences(lm, ["a"], r, pairs="some")  # type: ignore[arg-type]  # under test
+    with pytest.raises(ValueError, match="non-empty list"):
+        synthetic_preferences(lm, [], r)
+    with pytest.raises(ValueError, match="non-empty list"):
+        synthetic_preferences(lm, "the movie", r)

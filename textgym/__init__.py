@@ -12,19 +12,14 @@ Public names:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 __version__ = "0.1.0"
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-DEFAULT_MODEL: str = str(ASSETS / "model")
-"""Path of the embedded model: a Hugging Face directory, so ``from_pretrained(DEFAULT_MODEL)``
-works with ``textgym.LanguageModel`` and with ``transformers`` alike."""
-
-from textgym import registration  # noqa: E402, F401  (importing it registers the gym ids)
-from textgym.envs import TextGenEnv, TextGenVectorEnv  # noqa: E402
-from textgym.lm import LanguageModel  # noqa: E402
-from textgym.perplexity import perplexity  # noqa: E402
+from textgym import registration  # noqa: F401  (importing it registers the gym ids)
+from textgym.assets import ASSETS_DIR as ASSETS  # noqa: F401  (textgym.ASSETS: experiments)
+from textgym.assets import DEFAULT_MODEL
+from textgym.envs import TextGenEnv, TextGenVectorEnv
+from textgym.lm import LanguageModel
+from textgym.perplexity import perplexity
 
 __all__ = [
     "DEFAULT_MODEL",

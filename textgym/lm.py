@@ -21,159 +21,36 @@ Shapes: B batch, P prompt length, T completion length, L sequence length, V voca
 
 from __future__ import annotations
 
-import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
 from torch import Tensor
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from textgym.assets import DEFAULT_MODEL
+from textgym.hf import (
+    TOKENIZER_FILES,
+    check_model_dir,
+    check_trust_remote_code,
+    context_window,
+    eos_token_id,
+    forward_parameters,
+    head_size,
+    load_tokenizer,
+    resolve_device,
 )
 
-from textgym import DEFAULT_MODEL
-
 __all__ = [
+    "TOKENIZER_FILES",
     "LanguageModel",
     "check_model_dir",
     "check_trust_remote_code",
     "load_tokenizer",
     "resolve_device",
-]
-
-_CONTEXT_KEYS = (
-    "max_position_embeddings",
-    "n_positions",
-    "n_ctx",
-    "max_sequence_length",
-    "seq_length",
-)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` (or None) -> CUDA when available, else CPU; anything else goes to torch."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "vocab.txt",
-    "tokenizer.model",
-    "spiece.model",
-    "spm.model",
-    "sentencepiece.bpe.model",
-    "merges.txt",
-    "tokenizer.tiktoken",
-)
-"""Files of which a model folder needs at least one for ``AutoTokenizer`` to load it."""
-
-
-def check_model_dir(
-    name_or_path: str | os.PathLike[str], *, config: bool = True, tokenizer: bool = True
-) -> str:
-    """Check a local model folder before ``transformers`` reads it; hub names pass through.
-
-    The rule: a path that exists locally is a folder and must hold ``config.json`` (``config``)
-    and a tokenizer file (``tokenizer``, one of ``TOKENIZER_FILES``). A path that does not exist
-    is a missing local folder when it is a ``PathLike``, starts with ``/``, ``.`` or ``~``, holds
-    a backslash or more than one ``/``; anything else (``"gpt2"``, ``"org/model"``) is a hub name,
-    left to ``transformers``. Without this, a typo in a local path reaches the hub client and
-    comes back as "Repo id must be in the form ...".
-
-    Args:
-        name_or_path: a local folder or a hub name.
-        config: require ``config.json`` (the model's weights or config are loaded).
-        tokenizer: require tokenizer files (the tokenizer is loaded).
-
-    Returns:
-        ``name_or_path`` as a str, unchanged.
-
-    Raises:
-        FileNotFoundError: a local folder that does not exist, or lacks a required file.
-        NotADirectoryError: the path is a file.
-    """
-    path = os.fspath(name_or_path)
-    p = Path(path)
-    if not p.exists():
-        local = (
-            isinstance(name_or_path, os.PathLike)
-            or path.startswith(("/", ".", "~"))
-            or "\\" in path
-            or path.count("/") > 1
-        )
-        if local:
-            hint = " ('~' is not expanded: pass os.path.expanduser(path))" if "~" in path else ""
-            raise FileNotFoundError(f"model directory {path!r} does not exist{hint}")
-        return path
-    if not p.is_dir():
-        raise NotADirectoryError(f"model directory {path!r} is a file, not a model folder")
-    if config and not (p / "config.json").is_file():
-        raise FileNotFoundError(
-            f"model directory {path!r} has no config.json (files: {sorted(os.listdir(p))[:10]})"
-        )
-    if tokenizer and not any((p / f).is_file() for f in TOKENIZER_FILES):
-        raise FileNotFoundError(
-            f"model directory {path!r} has no tokenizer files (one of {list(TOKENIZER_FILES)}; "
-            f"files: {sorted(os.listdir(p))[:10]})"
-        )
-    return path
-
-
-def check_trust_remote_code(value: object) -> bool:
-    """``trust_remote_code`` as given, when it is a bool: a truthy string must not run code."""
-    if not isinstance(value, bool):
-        raise TypeError(f"trust_remote_code must be True or False, got {value!r}")
-    return value
-
-
-def load_tokenizer(
-    name_or_path: str | os.PathLike[str], *, trust_remote_code: bool = False
-) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer`` for a folder (checked by :func:`check_model_dir`) or a hub name.
-
-    ``trust_remote_code`` is passed explicitly: left unset, ``transformers`` asks on stdin whether
-    to run a folder's own code.
-    """
-    path = check_model_dir(name_or_path, config=False)
-    return AutoTokenizer.from_pretrained(
-        path, trust_remote_code=check_trust_remote_code(trust_remote_code)
-    )
-
-
-def _context_window(config: Any) -> int | None:
-    """The context window from a model config, or None when the config does not say."""
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in _CONTEXT_KEYS:
-        value = getattr(text_config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def _first_id(value: Any) -> int | None:
-    """An id from a config field that may hold an int, a list of ints, or None."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, (list, tuple)) and value and isinstance(value[0], int):
-        return int(value[0])
-    return None
-
-
-def _forward_parameters(model: PreTrainedModel) -> Mapping[str, inspect.Parameter]:
-    """The parameters of ``model.forward``, read on the wrapped model for wrappers such as peft's,
-    whose ``forward(..., **kwargs)`` passes cache, position ids and ``logits_to_keep`` through."""
-    get_base_model = getattr(model, "get_base_model", None)
-    inner = get_base_model() if callable(get_base_model) else model
-    return inspect.signature(inner.forward).parameters
+]  # the loading checks and resolve_device live in textgym.hf; importable from here too
 
 
 class LanguageModel:
@@ -214,36 +91,23 @@ class LanguageModel:
         self.model = model
         self.tokenizer = tokenizer
         self.device: torch.device = next(model.parameters()).device
-        self.vocab_size: int = self._head_size(model)
+        self.vocab_size: int = head_size(model)
         if len(tokenizer) > self.vocab_size:
             raise ValueError(
                 f"the tokenizer has {len(tokenizer)} tokens but the LM head only {self.vocab_size} "
                 "logits; fix: model.resize_token_embeddings(len(tokenizer))"
             )
         self.pad_token_id: int = int(tokenizer.pad_token_id)
-        eos = tokenizer.eos_token_id
-        if eos is None:
-            generation_config = getattr(model, "generation_config", None)
-            eos = _first_id(getattr(generation_config, "eos_token_id", None))
-        if eos is None:
-            eos = _first_id(getattr(model.config, "eos_token_id", None))
-        self.eos_token_id: int | None = None if eos is None else int(eos)
-        self.max_length: int | None = _context_window(model.config)
+        self.eos_token_id: int | None = eos_token_id(
+            tokenizer, getattr(model, "generation_config", None), model.config
+        )
+        self.max_length: int | None = context_window(model.config)
         # transformers 5 names the cache argument `cache` (older and remote-code models:
         # `past_key_values`); generate() likewise passes position ids only where forward takes them.
-        params = _forward_parameters(model)
+        params = forward_parameters(model)
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._takes_position_ids = "position_ids" in params
         self._takes_logits_to_keep = "logits_to_keep" in params
-
-    @staticmethod
-    def _head_size(model: PreTrainedModel) -> int:
-        """The number of logits the LM head produces (may exceed the tokenizer's size)."""
-        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        weight = getattr(head, "weight", None)
-        if isinstance(weight, Tensor) and weight.ndim == 2:
-            return int(weight.shape[0])
-        return int(model.config.get_text_config().vocab_size)
 
     @classmethod
     def from_pretrained(
@@ -283,7 +147,7 @@ class LanguageModel:
             )
         check_model_dir(name_or_path)
         check_trust_remote_code(trust_remote_code)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
         if pad_token is not None:
             tokenizer.pad_token = pad_token  # our own freshly loaded copy, at the caller's request
         if dtype is not None:

@@ -1,6 +1,6 @@
 """Preference data for DPO-style agents: (x, y_w, y_l) triples as text and as one padded batch.
 
-Three ways in, one way out:
+Four ways in, one way out:
 
 - ``load_jsonl(path)``: one JSON object a line with ``prompt``, ``chosen`` and ``rejected`` strings;
 - ``from_records(rows)``: any iterable of mappings, e.g. a ``datasets.Dataset`` (iterating it yields
@@ -8,7 +8,9 @@ Three ways in, one way out:
 - ``sample_pairs(lm, prompts, k=..., reward=... | preference=...)``: on-policy pairs, K completions
   sampled per prompt from the model, ranked by a reward r(x, y) or by a pairwise preference
   P(y ≻ y' | x); the best and the worst form a pair, kept when their margin is large
-  (Rosset et al. 2024, DNO-Prct, arXiv:2404.03715, Alg. 2).
+  (Rosset et al. 2024, DNO-Prct, arXiv:2404.03715, Alg. 2);
+- ``synthetic_preferences(lm, prompts, gold)``: the same samples paired by a hidden gold reward,
+  every pair of a prompt's candidates with a large gold margin (a reward model's training data).
 
 ``tokenize_pairs(lm, pairs)`` turns N pairs into one ``PreferenceBatch`` of 2N rows, chosen rows
 first: row i is x_i ⊕ y_w,i and row N + i is x_i ⊕ y_l,i, right-padded, with a mask of the
@@ -27,9 +29,9 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -231,6 +233,31 @@ def _completion_ids(lm: LanguageModel, texts: Sequence[str], add_eos: bool) -> l
     return [list(ids) if ids and ids[-1] == eos else [*ids, eos] for ids in encoded]
 
 
+def pad_right(
+    rows: Sequence[Sequence[int]], completion: Sequence[Sequence[bool]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Token rows right-padded into one batch (valid prefix first), on the CPU.
+
+    Args:
+        rows: B rows of token ids, each at least one token.
+        completion: for each row, one flag per token, True on the completion's tokens.
+        pad_id: the id padding is written with (masked out).
+
+    Returns:
+        ``(input_ids, attention_mask, completion_mask)``: (B, L) int64, (B, L) int64 and (B, L)
+        bool, L the longest row.
+    """
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, L)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (B, L)
+    for i, (row, side) in enumerate(zip(rows, completion, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+        completion_mask[i, : len(row)] = torch.tensor(side, dtype=torch.bool)
+    return input_ids, attention_mask, completion_mask
+
+
 def tokenize_pairs(
     lm: LanguageModel,
     pairs: Sequence[PreferencePair],
@@ -296,16 +323,8 @@ def tokenize_pairs(
             f"{cut} of {len(rows)} completions were cut to fit {limit} tokens with their prompt",
             stacklevel=2,
         )
-    width = max(len(p) + len(c) for p, c in rows)
-    input_ids = torch.full((len(rows), width), lm.pad_token_id, dtype=torch.long)  # (2N, L)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (2N, L)
-    completion_mask = torch.zeros((len(rows), width), dtype=torch.bool)  # (2N, L)
-    for r, (prompt, comp) in enumerate(rows):
-        n_p, n = len(prompt), len(prompt) + len(comp)
-        input_ids[r, :n] = torch.tensor(prompt + comp, dtype=torch.long)
-        attention_mask[r, :n] = 1
-        completion_mask[r, n_p:n] = True
-    return PreferenceBatch(input_ids, attention_mask, completion_mask)
+    sides = [[False] * len(prompt) + [True] * len(comp) for prompt, comp in rows]
+    return PreferenceBatch(*pad_right([p + c for p, c in rows], sides, lm.pad_token_id))
 
 
 def sequence_logps(lm: LanguageModel, batch: PreferenceBatch) -> Tensor:  # (2B,)
@@ -486,3 +505,69 @@ def sample_pairs(
                 PreferencePair(prompt, texts[i][w], texts[i][lo], ids[i][w], ids[i][lo], margin)
             )
     return SampledPreferences(pairs, scores, texts, n_sampled=k)
+
+
+def synthetic_preferences(
+    lm: LanguageModel,
+    prompts: Sequence[str],
+    gold: RewardFn,
+    *,
+    k: int = 4,
+    pairs: Literal["all", "best_worst"] = "all",
+    min_margin: float = 0.1,
+    max_new_tokens: int = 32,
+    references: Sequence[Sequence[str]] | None = None,
+    seed: int = 0,
+) -> list[PreferencePair]:
+    """Preference pairs of a policy's samples, labelled by a hidden gold reward.
+
+    For each prompt, K completions are sampled from ``lm`` (temperature 1) with
+    :func:`sample_pairs`, scored by ``gold`` and paired by it; a pair is kept when the gold margin
+    exceeds ``min_margin``. Rafailov et al. 2023 (arXiv:2305.18290, §6.1) build their controlled
+    sentiment set-up this way, with a sentiment classifier as the gold reward. Same seed, same
+    pairs.
+
+    Args:
+        lm: the policy to sample from.
+        prompts: N prompts x.
+        gold: the gold reward, batched ``(prompts, completions, references) -> (B,)`` (any
+            ``textgym.rewards.make(...)`` result; ``make`` also wraps a per-text callable).
+        k: K, completions per prompt (>= 2).
+        pairs: ``"all"``: every pair of a prompt's K candidates with a large margin (up to
+            K(K-1)/2, as Ouyang et al. 2022 use all comparisons of a ranking); ``"best_worst"``:
+            only (best, worst), as ``sample_pairs`` and iterative DPO keep.
+        min_margin: keep a pair when gold(y_w) - gold(y_l) > this.
+        max_new_tokens: longest completion.
+        references: one sequence of references per prompt, passed to ``gold``.
+        seed: seed of the sampling generator.
+
+    Returns:
+        The pairs, prompt by prompt, each with its gold ``margin``; ``"all"`` pairs hold text
+        only, without token ids.
+    """
+    if pairs not in ("all", "best_worst"):
+        raise ValueError(f"pairs must be 'all' or 'best_worst', got {pairs!r}")
+    if isinstance(prompts, str) or len(prompts) == 0:
+        raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.80}")
+    generator = torch.Generator(device=lm.device).manual_seed(seed)
+    sampled = sample_pairs(
+        lm,
+        prompts,
+        k=k,
+        reward=gold,
+        references=references,
+        min_margin=min_margin,
+        max_new_tokens=max_new_tokens,
+        generator=generator,
+    )
+    if pairs == "best_worst":
+        return [replace(p, chosen_ids=None, rejected_ids=None) for p in sampled.pairs]
+    out: list[PreferencePair] = []
+    for prompt, texts, scores in zip(prompts, sampled.texts, sampled.scores, strict=True):
+        for a in range(len(texts)):
+            for b in range(a + 1, len(texts)):
+                w, lo = (a, b) if scores[a] >= scores[b] else (b, a)
+                margin = float(scores[w] - scores[lo])
+                if margin > min_margin and texts[w] != texts[lo] and texts[w] and texts[lo]:
+                    out.append(PreferencePair(prompt, texts[w], texts[lo], margin=margin))
+    return out

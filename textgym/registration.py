@@ -2,8 +2,8 @@
 
 - ``TextGen-v0``: the general env; ``model``, ``task``, ``reward``, ``max_new_tokens``,
   ``max_prompt_tokens``, ``split``, ``truncation``, ``action_mask``, ``fixed_horizon``, ...
-  are arguments (see ``textgym.envs.TextGenEnv``). With no arguments: the embedded model, the
-  review task, the sentiment reward.
+  are arguments (the fields of ``textgym.envs.EnvArgs``; see ``textgym.envs.TextGenEnv``). With
+  no arguments: the embedded model, the review task, the sentiment reward.
 - ``textgym/Reviews-v0``, ``textgym/Concepts-v0``, ``textgym/Reverse-v0``: the built-in tasks
   with their reward pinned; ``model`` and the other arguments can still be passed.
 

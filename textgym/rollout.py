@@ -36,6 +36,7 @@ from torch import Tensor
 
 from textgym.config import check_fields, check_range
 from textgym.decoding import filter_logits, sample
+from textgym.envs import to_left_padded
 from textgym.estimators import (
     gae,
     kl_k1,
@@ -169,16 +170,6 @@ class Rollout:
 # ---------------------------------------------------------------------------- collection
 
 
-def _left_pad(ids: Tensor, mask: Tensor, pad_id: int) -> tuple[Tensor, Tensor]:
-    """Re-pack right-padded rows (valid prefix first) as left-padded ``(B, P)``, P = longest row."""
-    n = mask.long().sum(-1)  # (B,)
-    width = int(n.max())
-    src = torch.arange(width, device=ids.device)[None, :] - (width - n)[:, None]  # (B, P)
-    valid = src >= 0
-    out = ids.gather(1, src.clamp(min=0)).masked_fill(~valid, pad_id)  # (B, P)
-    return out, valid.long()
-
-
 def _info_column(info: dict[str, Any], key: str, rows: np.ndarray) -> list[Any]:
     """Values of a vector-env info key at ``rows`` (None where the sub-env did not report it)."""
     if key not in info:
@@ -250,11 +241,11 @@ def collect(
     """
     device = policy.device
     obs, info = vec_env.reset(seed=seed, options=options)
-    prompt_ids, prompt_mask = _left_pad(
-        torch.as_tensor(obs["input_ids"], device=device),
-        torch.as_tensor(obs["attention_mask"], device=device),
-        policy.pad_token_id,
+    left_ids, left_mask = to_left_padded(
+        obs["input_ids"], obs["attention_mask"], policy.pad_token_id, trim=True
     )  # (B, P)
+    prompt_ids = torch.as_tensor(left_ids, device=device)
+    prompt_mask = torch.as_tensor(left_mask, device=device).long()
     B, every = prompt_ids.shape[0], np.arange(prompt_ids.shape[0])
     prompts = [str(p) for p in _info_column(info, "prompt", every)]
     prompt_indices = np.asarray(_info_column(info, "prompt_index", every))

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm  # type: ignore[import-untyped]  # tqdm ships no type hints
 
-from textgym.lm import LanguageModel, resolve_device
+from textgym.hf import resolve_device
+from textgym.lm import LanguageModel
 
 __all__ = [
     "CSVLogger",
@@ -28,7 +29,6 @@ __all__ = [
     "check_policy_env",
     "env_rng_state",
     "frozen_copy",
-    "hidden_size",
     "is_peft",
     "peft_language_model",
     "progress",
@@ -56,17 +56,6 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: Tensor) -> Tensor:  # (B, L, H) -> (B, L)
         return self.proj(hidden.float()).squeeze(-1)
-
-
-def hidden_size(lm: LanguageModel) -> int:
-    """H of the policy's last hidden state, from the model config."""
-    config = lm.model.config
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in ("hidden_size", "n_embd", "d_model"):
-        value = getattr(text_config, key, None)
-        if isinstance(value, int):
-            return value
-    raise ValueError(f"cannot find the hidden size in the config of {type(lm.model).__name__}")
 
 
 def check_policy_env(agent: str, policy: LanguageModel, env: Any, *, vector: bool = True) -> None:

@@ -28,7 +28,10 @@ from textgym.agents import (
     IterativeDPOConfig,
     PPOConfig,
     REINFORCEConfig,
+    RewardModelConfig,
+    RewardModelTrainer,
 )
+from textgym.rewards.reward_model import RewardModel
 from toy import make_env
 
 import textgym
@@ -120,6 +123,14 @@ def build_iterative_dpo(lm: LanguageModel) -> Built:
     return agent, lambda d: IterativeDPO.load(d, reward=n_words, progress_bar=False)
 
 
+def build_reward_model(lm: LanguageModel) -> Built:
+    torch.manual_seed(0)  # the head's init, then dropout's masks (the trunk trains in train mode)
+    rm = RewardModel.from_backbone(lm, device="cpu")
+    config = RewardModelConfig(lr=1e-3, batch_size=3, epochs=1)  # 4 pairs: 3 + 1
+    agent = RewardModelTrainer(rm, PAIRS, PAIRS[:2], config, device="cpu", progress_bar=False)
+    return agent, lambda d: RewardModelTrainer.load(d, device="cpu", progress_bar=False)
+
+
 BUILDERS = {
     "PPO": build_ppo,
     "REINFORCE": reinforce(REINFORCEConfig(baseline="value", beta=0.1, lr=1e-3)),
@@ -130,8 +141,9 @@ BUILDERS = {
     "GAIL": build_gail,
     "DPO": build_dpo,
     "IterativeDPO": build_iterative_dpo,
+    "RewardModelTrainer": build_reward_model,
 }
-UPDATES = {"IterativeDPO": 1}  # learn(n) before and after the save (default 2)
+UPDATES = {"IterativeDPO": 1, "RewardModelTrainer": 3}  # learn(n) before and after the save (2)
 
 
 def snapshot(agent: Any) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -146,7 +158,8 @@ def snapshot(agent: Any) -> tuple[Any, dict[str, torch.Tensor]]:
 
 def strip_times(data: Any) -> Any:
     if isinstance(data, dict):
-        return {k: strip_times(v) for k, v in data.items() if not k.startswith("time")}
+        timed = lambda k: k.startswith("time") or k == "seconds"  # noqa: E731
+        return {k: strip_times(v) for k, v in data.items() if not timed(k)}
     if isinstance(data, list):
         return [strip_times(v) for v in data]
     return data
@@ -173,9 +186,14 @@ def test_resume_equals_uninterrupted_run(name: str, tiny_gpt2_dir: str, tmp_path
     for key in tensors_a:
         assert torch.equal(tensors_a[key], tensors_b[key]), key  # optimizer moments, heads, D_w
     for (p, a), b in zip(
-        straight.policy.model.named_parameters(), resumed.policy.model.parameters(), strict=True
+        trained(straight).named_parameters(), trained(resumed).parameters(), strict=True
     ):
         assert torch.equal(a, b), p
+
+
+def trained(agent: Any) -> torch.nn.Module:
+    """What the agent trains: its policy LM, or the reward model r_φ."""
+    return agent.model if isinstance(agent, RewardModelTrainer) else agent.policy.model
 
 
 def is_pickle(data: bytes) -> bool:

@@ -25,8 +25,8 @@ from textgym.agents import (
     IterativeDPOConfig,
     PPOConfig,
     REINFORCEConfig,
+    RewardModelConfig,
 )
-from textgym.rewards.reward_model import RewardModelConfig
 
 from textgym.rollout import Sampling
 

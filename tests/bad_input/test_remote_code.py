@@ -156,7 +156,7 @@ def _package_files() -> list[Path]:
         assert spec is not None
         assert spec.submodule_search_locations
         root = Path(next(iter(spec.submodule_search_locations)))
-        files += sorted(root.glob("*.py"))
+        files += sorted(root.rglob("*.py"))  # subpackages too (textgym/envs, decoding)
     return files
 
 

@@ -1,14 +1,13 @@
-"""The learned reward model r_φ: Bradley-Terry loss, last-token read-out, files, reward adapter.
+"""The learned reward model r_φ: last-token read-out, scoring, files, reward adapter.
 
-Fast tests use the tiny random GPT-2 / Llama of ``tests/conftest.py`` and the embedded model; the
-slow test trains r_φ on the synthetic review preferences and checks held-out pairwise accuracy.
+Tests use the tiny random GPT-2 / Llama of ``tests/conftest.py`` and the embedded model. Training
+(the Bradley-Terry loss) is tested in ``tests/agents/test_reward_modeling.py``, the synthetic
+preference data in ``tests/test_preference.py``.
 """
 
 from __future__ import annotations
 
-import math
 import pickle
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,10 @@ import numpy as np
 import pytest
 import torch
 from textgym.rewards import make
-from textgym.rewards.reward_model import (
-    RewardModel,
-    RewardModelConfig,
-    RewardModelReward,
-    bradley_terry_loss,
-    pairwise_accuracy,
-    synthetic_review_preferences,
-    train_reward_model,
-)
+from textgym.rewards.reward_model import RewardModel, RewardModelReward
 from torch.testing import assert_close
 
-from textgym.preference import PreferencePair, sample_pairs
+from textgym.preference import sample_pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,12 +28,6 @@ TEXTS = [
     ("a", "bad plot"),
     ("this film", "is not good but the acting is very good !"),
 ]
-PAIRS = [
-    PreferencePair("the movie was", "great", "awful"),
-    PreferencePair("this film is", "good", "bad"),
-    PreferencePair("i", "loved it", "hated it"),
-    PreferencePair("the plot", "is great", "is bad"),
-]
 
 
 @pytest.fixture(params=["tiny_gpt2_lm", "tiny_llama_lm"])
@@ -50,31 +35,6 @@ def tiny_rm(request: pytest.FixtureRequest) -> RewardModel:
     """A fresh reward model on a copy of a tiny random LM's trunk (absolute or rotary positions)."""
     torch.manual_seed(0)
     return RewardModel.from_backbone(request.getfixturevalue(request.param), device="cpu").eval()
-
-
-# ---------------------------------------------------------------------------- the loss
-
-
-def test_bradley_terry_loss_equals_minus_log_sigmoid_of_margin() -> None:
-    g = torch.Generator().manual_seed(0)
-    r_w, r_l = torch.randn(16, generator=g), torch.randn(16, generator=g)
-    direct = -torch.log(torch.sigmoid((r_w - r_l).double())).mean()
-    assert_close(bradley_terry_loss(r_w, r_l).double(), direct, rtol=1e-6, atol=1e-7)
-
-
-def test_bradley_terry_loss_is_log2_at_zero_margin() -> None:
-    r = torch.randn(8)
-    assert_close(bradley_terry_loss(r, r.clone()), torch.tensor(math.log(2.0)))
-
-
-def test_bradley_terry_loss_is_finite_at_large_margins() -> None:
-    loss = bradley_terry_loss(torch.tensor([0.0]), torch.tensor([200.0]))
-    assert_close(loss, torch.tensor(200.0))  # -log σ(-200) = 200 + log(1 + e^-200)
-
-
-def test_bradley_terry_loss_rejects_mismatched_shapes() -> None:
-    with pytest.raises(ValueError, match=r"\(3,\) and \(4,\)"):
-        bradley_terry_loss(torch.zeros(3), torch.zeros(4))
 
 
 # ---------------------------------------------------------------------------- the read-out
@@ -288,71 +248,3 @@ def test_fits_iterative_dpo_ranking_as_reward_and_as_preference(tiny_gpt2_lm: An
             texts = [y for row in out.texts for y in row]
             expected = rm.score([p for p in prompts for _ in range(3)], texts).reshape(2, 3)
             np.testing.assert_array_equal(out.scores, expected)
-
-
-# ---------------------------------------------------------------------------- training and data
-
-
-def test_config_rejects_bad_values() -> None:
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        RewardModelConfig(lr=0.0)
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        RewardModelConfig(batch_size=0)
-
-
-def test_training_fits_toy_pairs_and_is_seeded(tiny_gpt2_lm: Any) -> None:
-    cfg = RewardModelConfig(lr=3e-3, epochs=8, batch_size=2, seed=3)
-
-    def run() -> tuple[list[dict[str, float]], float]:
-        torch.manual_seed(0)
-        rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
-        history = train_reward_model(rm, PAIRS, PAIRS, cfg, progress=False)
-        return history, pairwise_accuracy(rm, PAIRS)
-
-    (history, acc), (again, _) = run(), run()
-    assert [set(h) for h in history[:2]] == [
-        {"epoch", "val_loss", "val_acc", "seconds"},
-        {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"},
-    ]
-    assert len(history) == cfg.epochs + 1
-    assert history[-1]["val_loss"] < history[0]["val_loss"]
-    assert acc == history[-1]["val_acc"] == 1.0
-    assert [h["val_loss"] for h in again] == [h["val_loss"] for h in history]
-
-
-def test_non_finite_loss_raises_naming_the_update(tiny_gpt2_lm: Any) -> None:
-    rm = RewardModel.from_backbone(tiny_gpt2_lm, device="cpu")
-    with torch.no_grad():
-        rm.head.bias.fill_(float("inf"))  # r_w - r_l = inf - inf = nan
-    with pytest.raises(FloatingPointError, match="at update 0"):
-        train_reward_model(rm, PAIRS, None, RewardModelConfig(batch_size=2), progress=False)
-
-
-def test_synthetic_pairs_are_ranked_by_the_gold_reward_and_seeded(embedded_lm: Any) -> None:
-    kw: dict[str, Any] = {"n_prompts": 6, "k": 3, "max_new_tokens": 12, "min_margin": 0.05}
-    pairs = synthetic_review_preferences(embedded_lm, seed=1, **kw)
-    assert pairs == synthetic_review_preferences(embedded_lm, seed=1, **kw)
-    assert pairs != synthetic_review_preferences(embedded_lm, seed=2, **kw)
-    gold = make("sentiment")
-    prompts = [p.prompt for p in pairs]
-    margin = gold(prompts, [p.chosen for p in pairs]) - gold(prompts, [p.rejected for p in pairs])
-    assert len(pairs) > 0
-    assert np.all(margin > 0.05)
-    np.testing.assert_allclose(margin, [p.margin for p in pairs], rtol=1e-5, atol=1e-6)
-    best_worst = synthetic_review_preferences(embedded_lm, seed=1, pairs="best_worst", **kw)
-    assert 0 < len(best_worst) <= kw["n_prompts"]
-    triple = lambda p: (p.prompt, p.chosen, p.rejected)  # noqa: E731
-    assert {triple(p) for p in best_worst} <= {triple(p) for p in pairs}
-
-
-@pytest.mark.slow
-def test_reward_model_learns_the_hidden_gold_preferences(embedded_lm: Any) -> None:
-    start = time.perf_counter()
-    train = synthetic_review_preferences(embedded_lm, n_prompts=240, seed=0)
-    val = synthetic_review_preferences(embedded_lm, split="validation", n_prompts=80, seed=1)
-    torch.manual_seed(0)
-    rm = RewardModel.from_backbone(embedded_lm, device="cpu")
-    history = train_reward_model(rm, train, val, RewardModelConfig(epochs=2), progress=False)
-    assert history[0]["val_acc"] < 0.7  # the untrained head is near chance
-    elapsed = time.perf_counter() - start
-    assert history[-1]["val_acc"] >= 0.85, (len(train), len(val), elapsed, history)

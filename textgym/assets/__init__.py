@@ -10,7 +10,9 @@ Attributes:
         ``reverse``), one JSON object per line:
         ``{"prompt": str, "references": [str, ...], "split": "train"|"validation"|"test", ...}``.
     MODEL_DIR: ``model/``, a Hugging Face directory (config, safetensors weights, tokenizer,
-        generation config); ``textgym.DEFAULT_MODEL`` is its path as a string.
+        generation config).
+    DEFAULT_MODEL: ``MODEL_DIR`` as a string, the default model everywhere (public as
+        ``textgym.DEFAULT_MODEL``).
     GRAMMAR_DIR: ``grammar/``, the tables of the corpus grammars, one JSON file per group
         (``english``, ``reviews``, ``concepts``, ``reverse``), read by :func:`load_grammar`.
 """
@@ -24,6 +26,9 @@ from typing import Any
 ASSETS_DIR = Path(__file__).resolve().parent
 DATA_DIR = ASSETS_DIR / "data"
 MODEL_DIR = ASSETS_DIR / "model"
+DEFAULT_MODEL: str = str(MODEL_DIR)
+"""Path of the embedded model: a Hugging Face directory, so ``from_pretrained(DEFAULT_MODEL)``
+works with ``textgym.LanguageModel`` and with ``transformers`` alike."""
 GRAMMAR_DIR = ASSETS_DIR / "grammar"
 TASK_NAMES = ("reviews", "concepts", "reverse")
 
@@ -73,6 +78,7 @@ def load_grammar(name: str) -> dict[str, Any]:
 __all__ = [
     "ASSETS_DIR",
     "DATA_DIR",
+    "DEFAULT_MODEL",
     "GRAMMAR_DIR",
     "MODEL_DIR",
     "TASK_NAMES",
