@@ -36,7 +36,6 @@ caches log π_ref of all pairs and evaluates all held-out pairs; only the main p
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +55,7 @@ from textgym.preference import (
     cached_logps,
     sequence_logps,
     tokenize_pairs,
+    without_ties,
 )
 from textgym.training import frozen_copy, progress, resolve_device
 
@@ -212,33 +212,6 @@ class PolicyLogps(nn.Module):
     ) -> Tensor:  # (2B,)
         batch = PreferenceBatch(input_ids, attention_mask, completion_mask)
         return sequence_logps(self.lm, batch)
-
-
-def without_ties(batch: PreferenceBatch) -> PreferenceBatch:
-    """The pairs whose chosen and rejected rows differ once tokenized (and cut to max_length).
-
-    A pair with y_w = y_l has margin 0 whatever θ is: it adds log 2 to the loss and nothing to the
-    gradient, so a data set of such pairs would train silently at loss log 2. Dropped with a
-    warning that gives the count; none left is an error.
-    """
-    n = len(batch)
-    chosen, rejected = (batch.input_ids * batch.attention_mask).chunk(2)  # (N, L) each
-    c_mask, r_mask = batch.attention_mask.chunk(2)  # (N, L) each
-    tied = (chosen == rejected).all(1) & (c_mask == r_mask).all(1)  # (N,)
-    n_tied = int(tied.sum())
-    if n_tied == 0:
-        return batch
-    if n_tied == n:
-        raise ValueError(
-            f"all {n} preference pairs have chosen == rejected (after tokenization), which "
-            "carries no preference: check how the pairs were built"
-        )
-    warnings.warn(
-        f"dropped {n_tied} of {n} preference pairs whose chosen and rejected completions are "
-        "the same tokens (they carry no preference and add log 2 to the loss)",
-        stacklevel=3,
-    )
-    return batch.select(torch.nonzero(~tied).flatten())
 
 
 class DPO(Agent):

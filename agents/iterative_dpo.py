@@ -36,7 +36,8 @@ from textgym.agents.dpo import DPO, DPOConfig
 from textgym.config import check_fields, check_range
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
-from textgym.preference import PreferenceFn, RewardFn, sample_pairs
+from textgym.pair_sampling import sample_pairs
+from textgym.preference import PreferenceFn, RewardFn
 from textgym.training import progress, resolve_device
 
 

@@ -23,7 +23,7 @@ loss and pairwise accuracy.
 
 The model itself, its tokenisation, scoring and files live in ``textgym.rewards.reward_model``; the
 data recipe (samples of a policy labelled by a gold reward) is
-:func:`textgym.preference.synthetic_preferences`.
+:func:`textgym.pair_sampling.synthetic_preferences`.
 
 Shapes: N pairs (2N rows, chosen first), L sequence length.
 """

@@ -33,7 +33,7 @@ from textgym.rewards import make
 import textgym
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
-from textgym.preference import sample_pairs
+from textgym.pair_sampling import sample_pairs
 from textgym.tasks import load
 
 

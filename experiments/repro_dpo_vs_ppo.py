@@ -7,7 +7,7 @@ frontier dominates PPO's: more reward at the same KL.
 
 Here, at small scale, on the built-in ``reviews`` task with VADER sentiment as the gold reward:
 
-- DPO (``textgym.agents.DPO``): pairs from ``textgym.preference.synthetic_preferences`` (K = 4
+- DPO (``textgym.agents.DPO``): pairs from ``textgym.pair_sampling.synthetic_preferences`` (K = 4
   samples of the embedded model per train prompt, every pair with a gold margin > 0.1), several β;
 - PPO (``textgym.agents.PPO``): the gold reward itself with a KL penalty, several β.
 
@@ -138,7 +138,7 @@ def main() -> None:
     from textgym.rewards import make
 
     from textgym import tasks
-    from textgym.preference import synthetic_preferences
+    from textgym.pair_sampling import synthetic_preferences
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")

@@ -10,7 +10,7 @@ Set-up here: gold = VADER sentiment of the completion in [0, 1]
 (``textgym.rewards.make("sentiment")``).
 Proxy = r_φ, a Bradley-Terry reward model (``textgym.rewards.reward_model``) on the embedded
 model's trunk, trained on ``rm_prompts`` x K=4 samples of the embedded model on review train
-prompts, labelled by the gold reward (``textgym.preference.synthetic_preferences``), trained by
+prompts, labelled by the gold reward (``textgym.pair_sampling.synthetic_preferences``), trained by
 ``textgym.agents.RewardModelTrainer`` and normalised to mean 0,
 std 1 on samples of π_ref (Ziegler et al. 2019 §2.2). PPO then maximises r_φ with β = 0 (no KL
 penalty) and with β > 0. Every ``eval_every`` updates, the policy samples one completion for each of
@@ -67,7 +67,8 @@ def train_proxy(cfg: OveroptConfig) -> Any:
     from textgym.rewards.reward_model import RewardModel
 
     from textgym import tasks
-    from textgym.preference import PreferencePair, synthetic_preferences
+    from textgym.pair_sampling import synthetic_preferences
+    from textgym.preference import PreferencePair
 
     base = LanguageModel.from_pretrained(cfg.model, device="cpu")
 

@@ -31,7 +31,8 @@ from textgym.rewards.reward_model import RewardModel
 
 import textgym
 from textgym import tasks
-from textgym.preference import PreferencePair, load_jsonl, synthetic_preferences
+from textgym.pair_sampling import synthetic_preferences
+from textgym.preference import PreferencePair, load_jsonl
 from textgym.provenance import git_sha
 
 

@@ -14,10 +14,10 @@ Text becomes tokens in one place, ``RewardModel.tokenize`` (the tokenizer's pair
 scoring alike. ``normalize_`` folds mean 0 / std 1 on reference samples into the head (Ziegler et
 al. 2019, §2.2). The decisions are argued in ``docs/reward_model.md``.
 
-Training (the Bradley-Terry loss) is ``textgym.agents.RewardModelTrainer``; pairs labelled by a gold
-reward come from ``textgym.preference.synthetic_preferences``. ``RewardModelReward`` makes a model a
-textgym reward (``rewards.make("reward_model", model=path)``); its ``preference`` method is the
-``preference=`` callable of ``IterativeDPO``. Shapes: B rows, N pairs, L length, H hidden size.
+Training (the Bradley-Terry loss) is ``textgym.agents.RewardModelTrainer``; pairs labelled by a
+gold reward come from ``textgym.pair_sampling.synthetic_preferences``. ``RewardModelReward`` makes a
+model a textgym reward (``rewards.make("reward_model", model=path)``); its ``preference`` method is
+the ``preference=`` callable of ``IterativeDPO``. Shapes: B rows, N pairs, L length, H hidden size.
 """
 
 from __future__ import annotations

@@ -13,14 +13,12 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from textgym.lm import LanguageModel
+from textgym.pair_sampling import _win_rates, sample_pairs, synthetic_preferences
 from textgym.preference import (
     PreferenceBatch,
     PreferencePair,
-    _win_rates,
     from_records,
     load_jsonl,
-    sample_pairs,
-    synthetic_preferences,
     tokenize_pairs,
 )
 

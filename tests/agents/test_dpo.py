@@ -32,13 +32,8 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 import textgym
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
-from textgym.preference import (
-    PreferenceBatch,
-    PreferencePair,
-    sample_pairs,
-    sequence_logps,
-    tokenize_pairs,
-)
+from textgym.pair_sampling import sample_pairs
+from textgym.preference import PreferenceBatch, PreferencePair, sequence_logps, tokenize_pairs
 from textgym.tasks import load
 
 PAIRS = [

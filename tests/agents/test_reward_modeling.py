@@ -20,7 +20,8 @@ from textgym.rewards.reward_model import RewardModel
 from torch.testing import assert_close
 
 from textgym import tasks
-from textgym.preference import PreferencePair, synthetic_preferences
+from textgym.pair_sampling import synthetic_preferences
+from textgym.preference import PreferencePair
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,7 +19,7 @@ from textgym.rewards import make
 from textgym.rewards.reward_model import RewardModel, RewardModelReward
 from torch.testing import assert_close
 
-from textgym.preference import sample_pairs
+from textgym.pair_sampling import sample_pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
