@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 import textgym
+from textgym import plots
 from textgym.decoding import GenerationOutput, beam_search, generate
 from textgym.evaluation import score_texts, task_reward
 from textgym.lm import LanguageModel
@@ -106,10 +107,7 @@ def fmt(xs: list[float]) -> str:
 
 def plot(results: dict[str, dict[str, list[dict[str, float]]]], out: Path) -> Path:
     """Quality vs diversity: task metric against distinct-2, one point per strategy and task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.3), dpi=80)
     for ax, (task, ykey) in zip(
@@ -123,11 +121,7 @@ def plot(results: dict[str, dict[str, list[dict[str, float]]]], out: Path) -> Pa
         ax.set_xlabel("distinct-2 (diversity)")
         ax.set_ylabel(ykey)
         ax.set_title(task)
-    fig.tight_layout()
-    path = out / "decoding.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plots.save(fig, out / "decoding.png")
 
 
 def main() -> None:

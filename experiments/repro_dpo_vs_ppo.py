@@ -31,6 +31,7 @@ import torch
 from textgym.agents import DPO, PPO, DPOConfig, PPOConfig
 
 import textgym
+from textgym import plots
 from textgym.evaluation import sample_with_kl, task_env
 from textgym.lm import LanguageModel
 from textgym.training import frozen_copy
@@ -114,10 +115,7 @@ def run_ppo(cfg: FrontierConfig, beta: float, lr: float) -> list[dict[str, float
 
 
 def plot(curves: dict[str, list[dict[str, float]]], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=80)
     for name, curve in curves.items():
@@ -127,11 +125,7 @@ def plot(curves: dict[str, list[dict[str, float]]], out: Path) -> Path:
     ax.set_ylabel("gold reward (VADER sentiment)")
     ax.set_title("reviews: reward vs KL, validation prompts")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "dpo_vs_ppo.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plots.save(fig, out / "dpo_vs_ppo.png")
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import torch
 from textgym.agents import PPO, PPOConfig
 
 import textgym
+from textgym import plots
 from textgym.evaluation import sample_with_kl, task_env
 from textgym.lm import LanguageModel
 from textgym.training import frozen_copy
@@ -138,10 +139,7 @@ def run_beta(cfg: OveroptConfig, proxy: Any, beta: float, seed: int) -> list[dic
 
 
 def plot(curves: dict[str, list[list[dict[str, float]]]], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.3), dpi=80, sharex=True)
     for (name, runs), color in zip(curves.items(), ("C0", "C1", "C2", "C3"), strict=False):
@@ -155,11 +153,7 @@ def plot(curves: dict[str, list[list[dict[str, float]]]], out: Path) -> Path:
     for ax in axes:
         ax.set_xlabel("KL(π_θ‖π_ref) per sequence (nats)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "overopt.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plots.save(fig, out / "overopt.png")
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from textgym import benchmark
+from textgym import benchmark, plots
 
 METRICS = (
     "reward",
@@ -93,10 +93,7 @@ def table(records: list[dict]) -> str:
 
 def plot(records: list[dict], out: Path) -> Path:
     """Gain over the starting point per metric (mean ± std over seeds), one bar per agent."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     shown = ("bleu", "meteor", "cider", "rougeL", "chrf")
     base = {r["seed"]: r["metrics"] for r in records if r["agent"] == "base"}
@@ -123,11 +120,7 @@ def plot(records: list[dict], out: Path) -> Path:
     ax.set_ylabel("% change vs. start")
     ax.set_title("concepts: RL gain over the starting model (test split)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out.parent / f"{out.name}.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plots.save(fig, out.parent / f"{out.name}.png")
 
 
 def main() -> None:

@@ -49,6 +49,7 @@ import gymnasium as gym
 import torch
 
 import textgym
+from textgym import plots
 from textgym.evaluation import ALL_METRICS, default_reward, evaluate_policy_on_task
 from textgym.lm import LanguageModel
 from textgym.tasks import load
@@ -395,10 +396,7 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> str:
 
 def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     """One grouped bar chart per metric (tasks on the x axis, one bar per agent, std as error)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     tasks = sorted({r["task"] for r in rows})
     agents = [a for a in AGENTS if any(r["agent"] == a for r in rows)]
@@ -418,11 +416,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set_xticks(range(len(tasks)), tasks)
         ax.set_title(m)
         ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        p = out / f"benchmark_{m}.png"
-        fig.savefig(p)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(plots.save(fig, out / f"benchmark_{m}.png"))
     return paths
 
 

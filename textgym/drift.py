@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from textgym import plots
 from textgym.lm import LanguageModel
 from textgym.stats import mean_std
 
@@ -85,10 +86,7 @@ def plot(
     ``keys`` name each Score's closed-loop and teacher-forced per-position arrays; ``error`` maps
     their (seeds, T) stack to error rates (identity for error rates; ``1 - x`` for agreement rates).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     n = len(results)
     fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.2), squeeze=False, sharey=True)
@@ -114,5 +112,4 @@ def plot(
         ax.set_ylim(0, 1)
         ax.legend()
     axes[0][0].set_ylabel(ylabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    plots.save(fig, path, dpi=120)
