@@ -263,11 +263,7 @@ class DPO(Agent):
             accelerator=accelerator,
         )
         where = self._device(device, accelerator)
-        self.policy = (
-            policy
-            if policy.device == where
-            else LanguageModel(policy.model, policy.tokenizer, where)
-        )
+        self.policy = policy if policy.device == where else policy.wrap(device=where)
         self.policy.model.eval()
         if ref is None:
             ref = frozen_copy(self.policy)
@@ -276,7 +272,7 @@ class DPO(Agent):
                 f"the reference has {ref.vocab_size} logits but the policy {policy.vocab_size}: "
                 "π_ref must share the policy's vocabulary"
             )
-        self.ref = ref if ref.device == where else LanguageModel(ref.model, ref.tokenizer, where)
+        self.ref = ref if ref.device == where else ref.wrap(device=where)
         self.ref.model.eval().requires_grad_(False)
         self.data = self._tokenize(data)
         self.eval_data = None if eval_data is None else self._tokenize(eval_data)

@@ -145,7 +145,7 @@ class Discriminator(nn.Module):
         super().__init__()
         self.model = copy.deepcopy(lm.model).eval().requires_grad_(True)  # π_w, no dropout
         self.absorbing_logit = nn.Parameter(torch.zeros(horizon + 1, device=lm.device))  # b_w[n]
-        self.lm = LanguageModel(self.model, lm.tokenizer)
+        self.lm = lm.wrap(self.model)
 
     def forward(self, x: Transitions, logp_theta: Tensor) -> Tensor:  # (B, T)
         logp_w = token_logprobs(self.lm, x)  # (B, T) f_w

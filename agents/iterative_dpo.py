@@ -130,11 +130,7 @@ class IterativeDPO(Agent):
         self.config = config
         self._setup_runtime(log_dir=log_dir, tensorboard=tensorboard, progress_bar=progress_bar)
         self.device = resolve_device(device)
-        self.policy = (
-            policy
-            if policy.device == self.device
-            else LanguageModel(policy.model, policy.tokenizer, self.device)
-        )
+        self.policy = policy if policy.device == self.device else policy.wrap(device=self.device)
         self.prompts, self.references = (
             list(prompts),
             None if references is None else list(references),

@@ -180,7 +180,7 @@ def test_step_errors(lm: LanguageModel) -> None:
 def test_forward_hidden_states_are_the_last_layer(lm: LanguageModel) -> None:
     ids, mask = lm.encode(PROMPTS)
     with torch.no_grad():
-        logits, hidden = lm.forward(ids, mask, output_hidden_states=True)
+        logits, hidden = lm.forward_with_hidden(ids, mask)
         assert logits.shape == (*ids.shape, lm.vocab_size)
         assert hidden.shape == (*ids.shape, lm.model.config.hidden_size)
         # the LM head applied to the hidden state gives the logits: it is the final-norm output
@@ -323,7 +323,7 @@ def test_step_with_hidden_equals_step_and_forward(
     logits, cache = lm.step(ids, mask)
     logits_h, hidden, cache_h = lm.step_with_hidden(ids, mask)
     assert_close(logits_h, logits, rtol=0, atol=0)
-    _, full_hidden = lm.forward(ids, mask, output_hidden_states=True)
+    _, full_hidden = lm.forward_with_hidden(ids, mask)
     assert_close(hidden, full_hidden[:, -1], rtol=1e-5, atol=1e-6)
     new = logits.argmax(-1, keepdim=True)  # (B, 1)
     mask = torch.cat([mask, torch.ones_like(new)], dim=1)

@@ -209,7 +209,7 @@ def test_values_come_from_the_policy_trunk_at_each_step(
     assert out.bootstrap_values is not None
     # The same values from one full forward pass: s_t ends at position P - 1 + t.
     with torch.no_grad():
-        _, hidden = lm.forward(out.input_ids, out.attention_mask, output_hidden_states=True)
+        _, hidden = lm.forward_with_hidden(out.input_ids, out.attention_mask)
     P, T = out.prompt_ids.shape[1], out.completion_ids.shape[1]
     full = head(hidden)  # (B, L)
     assert_close(out.values, full[:, P - 1 : P - 1 + T] * out.completion_mask, rtol=1e-4, atol=1e-5)

@@ -27,6 +27,7 @@ from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrained
 
 __all__ = [
     "TOKENIZER_FILES",
+    "as_compute_dtype",
     "check_model_dir",
     "check_trust_remote_code",
     "context_window",
@@ -246,3 +247,31 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+_COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
+                   "fp16": torch.float16}  # fmt: skip
+
+
+def as_compute_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
+    """The autocast dtype of a ``compute_dtype`` argument: None (compute in the weights' dtype),
+    ``torch.bfloat16`` or ``torch.float16`` (or their names).
+
+    Why autocast and not bf16 weights: the weights, their gradients and Adam's moments stay in
+    float32 ("master weights"), so small updates are not rounded away, while the matrix products,
+    which dominate the cost, run in bf16 (on CPUs with AMX/AVX512-BF16 units and on CUDA). bf16 has
+    float32's exponent range, so no loss scaling is needed. Log-softmax, sampling and losses read
+    the logits as float32 everywhere in textgym.
+
+    Raises:
+        ValueError: another dtype or name.
+    """
+    if value is None:
+        return None
+    dtype = _COMPUTE_DTYPES.get(value) if isinstance(value, str) else value
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(
+            "compute_dtype must be None, 'bfloat16' or 'float16' (or the torch dtype), "
+            f"got {value!r}"
+        )
+    return dtype

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -33,6 +33,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from textgym.assets import DEFAULT_MODEL
 from textgym.hf import (
     TOKENIZER_FILES,
+    as_compute_dtype,
     check_model_dir,
     check_trust_remote_code,
     context_window,
@@ -79,6 +80,8 @@ class LanguageModel:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         device: str | torch.device | None = None,
+        *,
+        compute_dtype: torch.dtype | str | None = None,
     ) -> None:
         if tokenizer.pad_token_id is None:
             raise ValueError(
@@ -91,6 +94,7 @@ class LanguageModel:
         self.model = model
         self.tokenizer = tokenizer
         self.device: torch.device = next(model.parameters()).device
+        self.compute_dtype: torch.dtype | None = as_compute_dtype(compute_dtype)
         self.vocab_size: int = head_size(model)
         if len(tokenizer) > self.vocab_size:
             raise ValueError(
@@ -116,6 +120,7 @@ class LanguageModel:
         *,
         device: str | torch.device = "auto",
         dtype: torch.dtype | str | None = None,
+        compute_dtype: torch.dtype | str | None = None,
         trust_remote_code: bool = False,
         pad_token: str | None = None,
         **kwargs: Any,
@@ -129,6 +134,9 @@ class LanguageModel:
             device: ``"auto"`` (CUDA when available, else CPU), or any torch device.
             dtype: weights dtype (``torch.float32``, ``"bfloat16"``, ``"auto"``...); None keeps
                 ``transformers``' default (float32).
+            compute_dtype: mixed precision: ``"bfloat16"`` (or ``"float16"``) runs every forward
+                pass under ``torch.autocast`` while the weights, gradients and optimizer state
+                stay in ``dtype`` (see :func:`as_compute_dtype`); None computes in ``dtype``.
             trust_remote_code: allow code shipped in the model repository to run. Off by default:
                 only architectures built into ``transformers`` load.
             pad_token: set this pad token on the freshly loaded tokenizer, for models that ship
@@ -155,7 +163,9 @@ class LanguageModel:
         model = AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, **kwargs
         )
-        return cls(model.eval(), tokenizer, device=resolve_device(device))
+        return cls(
+            model.eval(), tokenizer, device=resolve_device(device), compute_dtype=compute_dtype
+        )
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Save model and tokenizer; :meth:`from_pretrained` (or ``transformers``) reloads them."""
@@ -286,7 +296,23 @@ class LanguageModel:
             kwargs["logits_to_keep"] = logits_to_keep  # skip the LM head where no logits are needed
         if output_hidden_states:
             kwargs["output_hidden_states"] = True
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        with torch.autocast(
+            self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None
+        ):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def wrap(
+        self, model: PreTrainedModel | None = None, device: str | torch.device | None = None
+    ) -> LanguageModel:
+        """A ``LanguageModel`` of ``model`` (this one's when None) with this one's tokenizer and
+        compute dtype, on ``device`` (where the model is when None): frozen copies, re-placed
+        policies and references keep the precision the caller chose."""
+        return LanguageModel(
+            self.model if model is None else model,
+            self.tokenizer,
+            device,
+            compute_dtype=self.compute_dtype,
+        )
 
     def _out_cache(self, out: Any) -> Any:
         cache = getattr(out, "cache", None)
@@ -363,45 +389,24 @@ class LanguageModel:
         self._check_batch(input_ids, attention_mask, past)
         return self.step_unchecked(input_ids, attention_mask, cache)
 
-    @overload
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        cache: Any = ...,
-        output_hidden_states: Literal[False] = ...,
-    ) -> Tensor: ...
-
-    @overload
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        cache: Any = ...,
-        *,
-        output_hidden_states: Literal[True],
-    ) -> tuple[Tensor, Tensor]: ...
-
-    def forward(
-        self,
-        input_ids: Tensor,
-        attention_mask: Tensor,
-        cache: Any = None,
-        output_hidden_states: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Logits at every position (with gradients unless the caller disables them).
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, cache: Any = None) -> Tensor:
+        """Logits at every position ``(B, L, V)``, with gradients unless the caller disables them.
 
         Args:
             input_ids: ``(B, L)`` token ids, padded on either side.
             attention_mask: ``(B, past + L)``, 1 = real token.
             cache: optional cache holding ``past`` earlier tokens; it is updated in place.
-            output_hidden_states: also return the last layer's hidden state (after the final
-                norm), e.g. for a value head.
 
         Returns:
-            logits ``(B, L, V)`` in the model's dtype, or ``(logits, hidden)`` with hidden
-            ``(B, L, H)`` when ``output_hidden_states`` is True.
+            logits in the model's dtype (the compute dtype under mixed precision).
         """
+        return self.forward_with_hidden(input_ids, attention_mask, cache, hidden=False)[0]
+
+    def forward_with_hidden(
+        self, input_ids: Tensor, attention_mask: Tensor, cache: Any = None, *, hidden: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` and the last layer's hidden state ``(B, L, H)`` (after the final norm),
+        e.g. for a value head, from the same pass (an empty tensor when ``hidden`` is False)."""
         past = 0 if cache is None else int(cache.get_seq_length())
         self._check_batch(input_ids, attention_mask, past)
         out = self._call(
@@ -409,12 +414,9 @@ class LanguageModel:
             attention_mask,
             cache,
             use_cache=cache is not None,
-            output_hidden_states=output_hidden_states,
+            output_hidden_states=hidden,
         )
-        if output_hidden_states:
-            return out.logits, out.hidden_states[-1]
-        logits: Tensor = out.logits  # (B, L, V)
-        return logits
+        return out.logits, out.hidden_states[-1] if hidden else out.logits.new_empty(0)
 
     # ------------------------------------------------------------------ log-probs
 

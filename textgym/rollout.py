@@ -444,9 +444,7 @@ def evaluate(
     if value_head is None:
         logits = policy.forward(ids, mask)  # (B, L, V)
     else:
-        logits, hidden = policy.forward(
-            ids, mask, output_hidden_states=True
-        )  # (B, L, V), (B, L, H)
+        logits, hidden = policy.forward_with_hidden(ids, mask)  # (B, L, V), (B, L, H)
         P, T = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
         # s_t is the prefix ending at position P - 1 + t (the token before a_t).
         values = value_head(hidden[:, P - 1 : P - 1 + T]).float() * rollout.completion_mask

@@ -90,7 +90,7 @@ def check_policy_env(agent: str, policy: LanguageModel, env: Any, *, vector: boo
 
 def frozen_copy(policy: LanguageModel) -> LanguageModel:
     """π_ref as a frozen deep copy of the policy as it is now (eval mode, no gradients)."""
-    ref = LanguageModel(copy.deepcopy(policy.model).eval(), policy.tokenizer)
+    ref = policy.wrap(copy.deepcopy(policy.model).eval())
     ref.model.requires_grad_(False)
     return ref
 
@@ -137,7 +137,7 @@ def peft_language_model(base: LanguageModel, peft_model: Any) -> LanguageModel:
     ``logits_to_keep`` from LanguageModel's signature check; without position ids, left-padded
     rows would see shifted positions. The wrapped model takes exactly what the base model takes.
     """
-    wrapped = LanguageModel(peft_model, base.tokenizer)
+    wrapped = base.wrap(peft_model)
     for flag in ("_cache_arg", "_takes_position_ids", "_takes_logits_to_keep"):
         setattr(wrapped, flag, getattr(base, flag))
     return wrapped
