@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
-from textgym.rollout import Rollout
+from textgym.rollout import Rollout, completion_logprobs
 from textgym.tasks import Task
 from textgym.training import check_policy_env
 
@@ -123,15 +123,9 @@ class Transitions:
 
 def token_logprobs(lm: LanguageModel, x: Transitions) -> Tensor:  # (B, T)
     """log π(a_t|s_t) at every step of fixed-horizon episodes; 0 at absorbing steps."""
-    # log_softmax then gather, bit-equal to rollout.evaluate_logits at temperature 1. The
-    # library's gather - logsumexp (LanguageModel.logprobs) differs by ~1e-6, enough to move the
-    # benchmark's GAIL cells: switch only in a change allowed to move them.
     ids = torch.cat([x.prompt_ids, x.completion_ids], 1)  # (B, L)
     attention = torch.cat([x.prompt_mask, (~x.absorbing).long()], 1)  # (B, L); absorbing: a suffix
-    P, T = x.prompt_ids.shape[1], x.completion_ids.shape[1]
-    logp = torch.log_softmax(lm.forward(ids, attention)[:, P - 1 : P - 1 + T].float(), -1)
-    picked = logp.gather(-1, x.completion_ids[..., None]).squeeze(-1)  # (B, T)
-    return torch.where(x.absorbing, 0.0, picked)
+    return completion_logprobs(lm.forward(ids, attention), x.completion_ids, ~x.absorbing)[0]
 
 
 class Discriminator(nn.Module):

@@ -52,6 +52,7 @@ __all__ = [
     "Rollout",
     "Sampling",
     "collect",
+    "completion_logprobs",
     "evaluate",
     "evaluate_policy",
     "gae",
@@ -397,6 +398,35 @@ def evaluate_policy(
     }
 
 
+def completion_logprobs(
+    logits: Tensor,
+    completion_ids: Tensor,
+    keep: Tensor,
+    temperature: float = 1.0,
+    action_masks: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """log π(a_t|s_t) of the T completion tokens from full-sequence logits ``(B, P + T, V)``.
+
+    The one recipe every agent uses (log-softmax in float32 of the distribution sampled from, then
+    gather), so log-probs agree bit for bit wherever they are recomputed.
+
+    Args:
+        logits: ``(B, P + T, V)``; position P - 1 + t predicts a_t.
+        completion_ids: ``(B, T)`` a_t.
+        keep: ``(B, T)`` bool, the steps that count (others get 0).
+        temperature, action_masks: the behaviour distribution (see :class:`Sampling`).
+
+    Returns:
+        ``(logp (B, T), logp_all (B, T, V))``, float32.
+    """
+    P = logits.shape[1] - completion_ids.shape[1]
+    T = completion_ids.shape[1]
+    logp_all = Sampling(temperature).logprobs(logits[:, P - 1 : P - 1 + T], action_masks)
+    logp = logp_all.gather(-1, completion_ids[..., None]).squeeze(-1)  # (B, T)
+    # where, not *: a masked step may hold a token outside the support (logp = -inf): 0 * inf = nan
+    return torch.where(keep, logp, 0.0), logp_all
+
+
 def evaluate_logits(
     logits: Tensor, rollout: Rollout, temperature: float = 1.0, entropy: bool = True
 ) -> tuple[Tensor, Tensor | None]:
@@ -409,12 +439,10 @@ def evaluate_logits(
         ``(logprobs, entropy)``, both ``(B, T)`` float32, 0 where ``completion_mask`` is 0;
         entropy is None when not asked for (it costs a pass over ``(B, T, V)``).
     """
-    P, T = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
-    logp_all = Sampling(temperature).logprobs(logits[:, P - 1 : P - 1 + T], rollout.action_masks)
     mask = rollout.completion_mask
-    logp = logp_all.gather(-1, rollout.completion_ids[..., None]).squeeze(-1)  # (B, T)
-    # where, not *: a masked step may hold a token outside the support (logp = -inf): 0 * inf = nan
-    logp = torch.where(mask > 0, logp, 0.0)
+    logp, logp_all = completion_logprobs(
+        logits, rollout.completion_ids, mask > 0, temperature, rollout.action_masks
+    )
     if not entropy:
         return logp, None
     probs = logp_all.exp()  # (B, T, V)
