@@ -126,7 +126,8 @@ def generate_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int) -> Ru
     torch.manual_seed(seed)
     cfg = venv.config
     start = time.perf_counter()
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=lm.compute_dtype, enabled=lm.compute_dtype is not None)
+    with torch.inference_mode(), autocast:
         out = lm.model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -171,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=BenchConfig.repeats)
     parser.add_argument("--threads", type=int, default=BenchConfig.threads)
     parser.add_argument("--no-naive", action="store_true", help="skip the no-cache row")
+    parser.add_argument(
+        "--compute-dtype",
+        choices=["bf16"],
+        help="mixed precision on both sides: textgym's compute_dtype, generate under autocast",
+    )
     parser.add_argument("--quick", action="store_true", help="3 repeats, about a minute")
     parser.add_argument("--check", action="store_true", help="exit 1 when ratio < target")
     args = parser.parse_args(argv)
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(cfg.threads)
 
     load_before = os.getloadavg()[0]
-    lm = LanguageModel.from_pretrained(cfg.model, device="cpu")
+    lm = LanguageModel.from_pretrained(cfg.model, device="cpu", compute_dtype=args.compute_dtype)
     venv = TextGenVectorEnv(
         cfg.batch_size, model=lm, task=cfg.task, max_new_tokens=cfg.max_new_tokens
     )
@@ -221,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"# model {Path(cfg.model).name} ({lm!r}), task {cfg.task}, batch {cfg.batch_size}, "
-        f"{cfg.max_new_tokens} new tokens, seeds {cfg.seed}..{cfg.seed + cfg.repeats - 1}"
+        f"{cfg.max_new_tokens} new tokens, seeds {cfg.seed}..{cfg.seed + cfg.repeats - 1}, "
+        f"compute dtype {lm.compute_dtype or 'the weights (float32)'}"
     )
     print(
         f"# load average {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} cores)"
