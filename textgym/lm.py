@@ -43,6 +43,7 @@ from textgym.hf import (
     load_tokenizer,
     resolve_device,
 )
+from textgym.token_logprobs import last_logprobs
 
 __all__ = [
     "TOKENIZER_FILES",
@@ -95,6 +96,9 @@ class LanguageModel:
         self.tokenizer = tokenizer
         self.device: torch.device = next(model.parameters()).device
         self.compute_dtype: torch.dtype | None = as_compute_dtype(compute_dtype)
+        self.logprob_chunk: int | None = None
+        """Positions per LM-head chunk in :meth:`logprobs` (None: all at once); see
+        :mod:`textgym.token_logprobs`."""
         self.vocab_size: int = head_size(model)
         if len(tokenizer) > self.vocab_size:
             raise ValueError(
@@ -296,10 +300,14 @@ class LanguageModel:
             kwargs["logits_to_keep"] = logits_to_keep  # skip the LM head where no logits are needed
         if output_hidden_states:
             kwargs["output_hidden_states"] = True
-        with torch.autocast(
-            self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None
-        ):
+        with self.autocast():
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def autocast(self) -> torch.autocast:
+        """The mixed-precision context of this model's passes (disabled without compute_dtype)."""
+        return torch.autocast(
+            self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype is not None
+        )
 
     def wrap(
         self, model: PreTrainedModel | None = None, device: str | torch.device | None = None
@@ -420,24 +428,6 @@ class LanguageModel:
 
     # ------------------------------------------------------------------ log-probs
 
-    def _last_logprobs(self, input_ids: Tensor, attention_mask: Tensor, n: int) -> Tensor:
-        """log p(x_t | x_<t) for the last ``n`` positions (n < L); 0 where x_t or x_{t-1} is a pad.
-
-        Returns:
-            ``(B, n)`` float32.
-        """
-        # Logits at L-n-1 .. L-2 predict tokens L-n .. L-1: the LM head runs on n + 1 positions.
-        out = self._call(input_ids, attention_mask, None, use_cache=False, logits_to_keep=n + 1)
-        logits = out.logits[:, -(n + 1) : -1].float()  # (B, n, V)
-        targets = input_ids[:, -n:]  # (B, n)
-        # gather - logsumexp == log_softmax at the target, without keeping a (B, n, V) log_softmax
-        picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, n)
-        logp = picked - torch.logsumexp(logits, dim=-1)  # (B, n)
-        # A token is predicted only from a real predecessor: the first token of a row (t = 0 or
-        # right after left padding) has no context, and padding is no prediction at all.
-        valid = attention_mask[:, -n:].bool() & attention_mask[:, -(n + 1) : -1].bool()  # (B, n)
-        return torch.where(valid, logp, torch.zeros_like(logp))  # where, not *: never 0 * nan
-
     def logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Per-token log-probs of a batch under the model.
 
@@ -453,7 +443,7 @@ class LanguageModel:
         B, L = input_ids.shape
         if L == 1:
             return torch.zeros(B, 1, device=input_ids.device)  # (B, 1): nothing is predicted
-        logp = self._last_logprobs(input_ids, attention_mask, L - 1)  # (B, L - 1)
+        logp = last_logprobs(self, input_ids, attention_mask, L - 1)  # (B, L - 1)
         return torch.nn.functional.pad(logp, (1, 0))  # (B, L)
 
     def sequence_logprob(
@@ -493,5 +483,5 @@ class LanguageModel:
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P + T)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P + T)
         self._check_batch(input_ids, attention_mask)
-        logp = self._last_logprobs(input_ids, attention_mask, completion_ids.shape[1])  # (B, T)
+        logp = last_logprobs(self, input_ids, attention_mask, completion_ids.shape[1])  # (B, T)
         return logp.sum(-1)  # (B,)
