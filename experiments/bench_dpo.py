@@ -1,7 +1,9 @@
 """Pairs/s of one DPO training step: textgym's DPO against TRL's DPOTrainer, same model and data.
 
 Both train the same model (fresh copies) on the same preference pairs, batch 8 pairs (16 rows),
-rows cut to 64 tokens, fp32, AdamW, gradient clipping at 1.0, dropout off, on this machine's CPU.
+rows cut to 64 tokens, fp32 (``--compute-dtype bf16``: bf16 mixed precision on both sides; TRL
+1.16 defaults to bf16 even on a CPU, so its precision is always set explicitly), AdamW, gradient
+clipping at 1.0, dropout off, on this machine's CPU.
 Each implementation is built once (data preparation and reference caching are not timed); each
 repeat then times ``--steps`` updates of every implementation in turn, order rotated. The table
 gives the median (min-max) pairs/s over repeats and the median over repeats of the per-repeat
@@ -60,6 +62,8 @@ class BenchConfig:
     repeats: int = 9
     threads: int = 2
     seed: int = 0
+    compute_dtype: str | None = None
+    """None: float32 on both sides; "bf16": textgym's compute_dtype and TRL's bf16=True."""
 
 
 def make_pairs(n: int) -> list[PreferencePair]:
@@ -81,7 +85,7 @@ class TextgymRunner:
     name = "textgym DPO (cached pi_ref)"
 
     def __init__(self, cfg: BenchConfig, pairs: list[PreferencePair]) -> None:
-        lm = LanguageModel.from_pretrained(cfg.model, device="cpu")
+        lm = LanguageModel.from_pretrained(cfg.model, device="cpu", compute_dtype=cfg.compute_dtype)
         dpo_cfg = DPOConfig(
             batch_size=cfg.batch_size,
             max_length=cfg.max_length,
@@ -138,6 +142,8 @@ class TRLRunner:
             seed=cfg.seed,
             precompute_ref_log_probs=precompute,
             dataloader_num_workers=0,
+            # TRL 1.16 defaults to bf16=True, also on a CPU: say the precision on both sides.
+            bf16=cfg.compute_dtype == "bf16",
         )
         self.clock = Clock()
         with contextlib.redirect_stdout(io.StringIO()):
@@ -179,8 +185,13 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=BenchConfig.threads, help="torch threads")
+    parser.add_argument(
+        "--compute-dtype", choices=["bf16"], help="mixed precision on both sides (default fp32)"
+    )
     ns = parser.parse_args()
-    cfg = BenchConfig(model=bench_model(ns.model), threads=ns.threads)
+    cfg = BenchConfig(
+        model=bench_model(ns.model), threads=ns.threads, compute_dtype=ns.compute_dtype
+    )
     if ns.quick:
         cfg = dataclasses.replace(cfg, steps=10, warmup=2, repeats=3)
     cfg = dataclasses.replace(cfg, steps=ns.steps or cfg.steps, repeats=ns.repeats or cfg.repeats)
@@ -211,7 +222,8 @@ def main() -> int:
         f"(median (min-max) of {cfg.repeats} repeats x {cfg.steps} steps)"
     )
     print(
-        f"model {cfg.model}; batch {cfg.batch_size} pairs, length <= {cfg.max_length}, fp32, "
+        f"model {cfg.model}; batch {cfg.batch_size} pairs, length <= {cfg.max_length}, "
+        f"{cfg.compute_dtype or 'fp32'} on both sides, "
         f"cpu x {cfg.threads} threads; seed {cfg.seed}"
     )
     busy = max(load, load_after) > cfg.threads + 0.5  # this run itself keeps `threads` busy

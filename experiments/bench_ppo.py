@@ -172,6 +172,7 @@ def time_trl(cfg: BenchConfig) -> float | None:
             temperature=1.0,
             top_k=0,
             top_p=1.0,
+            bf16=False,  # TRL 1.16 defaults to bf16, also on a CPU; textgym runs fp32 here
         )
         trainer = trl.RLOOTrainer(
             model=lm.model,
