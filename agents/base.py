@@ -158,14 +158,13 @@ class Agent:
         every process once the files are complete, so any process may ``load`` them next.
         """
         path = Path(directory)
-        dp = getattr(self, "dp", DataParallel())
-        dp.barrier()
-        if dp.is_main:
+        self.dp.barrier()
+        if self.dp.is_main:
             parts = self._write_parts(path)
             save_state(
                 path, agent=self._name(), config=self.config, parts=parts, state=self._state()
             )
-        dp.barrier()
+        self.dp.barrier()
 
     @classmethod
     def load(cls, directory: str | Path, *args: Any, **kwargs: Any) -> Any:

@@ -121,7 +121,7 @@ def check_fields(config: Any) -> None:
         if not _matches(value, hint):
             if isinstance(value, str) and _string_choices(hint):  # a misspelt name: a bad value
                 raise ValueError(
-                    f"{cls.__name__}.{f.name} must be {_describe(hint)}, got {value!r}"
+                    f"unknown {f.name} {value!r}: {cls.__name__}.{f.name} must be {_describe(hint)}"
                 )
             raise TypeError(
                 f"{cls.__name__}.{f.name} must be {_describe(hint)}, got {value!r} "

@@ -255,3 +255,19 @@ def test_the_old_complaint_lr_as_string_names_the_field() -> None:
         TypeError, match=r"PPOConfig\.lr must be a finite float, got '3e-4' \(str\)"
     ):
         PPOConfig(lr="3e-4")  # type: ignore[arg-type]
+
+
+def test_each_name_literal_lists_exactly_the_functions_it_picks() -> None:
+    """The configs' Literal fields are what check_fields validates names against: each must list
+    the keys of the table the agent picks its function from, no more and no fewer."""
+    import typing
+
+    from textgym.agents import dagger, dpo, gail, reinforce
+
+    for literal, table in [
+        (dpo.LossType, dpo.LOSSES),
+        (reinforce.Baseline, reinforce.BASELINES),
+        (dagger.BetaSchedule, dagger.BETA_SCHEDULES),
+        (gail.RewardType, gail.REWARDS),
+    ]:
+        assert set(typing.get_args(literal)) == set(table)
