@@ -19,44 +19,45 @@ EOS = 0  # the embedded model's EOS id
 PROMPTS = ["The movie was", "Hello there", "A cat sat on"]
 
 
-class FlakyReward:
-    """Words in the completion; raises on its ``fail_at``-th call (0-based) only."""
+class _FailsOnce:
+    """Counts its calls and raises on the ``fail_at``-th one (0-based) only."""
 
-    name = "flaky_words"
-    token_level = False
     needs_references = False
 
     def __init__(self, fail_at: int | None = 0) -> None:
         self.fail_at = fail_at
         self.calls = 0
+
+    def _tick(self) -> None:
+        call, self.calls = self.calls, self.calls + 1
+        if call == self.fail_at:
+            raise RuntimeError(f"reward service unavailable (call {call})")
+
+
+class FlakyReward(_FailsOnce):
+    """Words in the completion; raises on its ``fail_at``-th call only."""
+
+    name = "flaky_words"
+    token_level = False
 
     def __call__(
         self, prompts: Sequence[str], completions: Sequence[str], references: Any = None
     ) -> np.ndarray:
-        call, self.calls = self.calls, self.calls + 1
-        if call == self.fail_at:
-            raise RuntimeError(f"reward service unavailable (call {call})")
+        self._tick()
         return np.array([len(c.split()) + 0.5 for c in completions], dtype=np.float32)
 
 
-class FlakyTokenReward:
+class FlakyTokenReward(_FailsOnce):
     """A token-level reward (+1 per token id 5) that raises on its ``fail_at``-th step only."""
 
     name = "flaky_tokens"
     token_level = True
-    needs_references = False
-
-    def __init__(self, fail_at: int | None = 0) -> None:
-        self.fail_at = fail_at
-        self.calls = 0
 
     def __call__(self, *args: Any) -> np.ndarray:
         raise NotImplementedError
 
     def step(self, input_ids: np.ndarray, lengths: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        call, self.calls = self.calls, self.calls + 1
-        if call == self.fail_at:
-            raise RuntimeError(f"reward service unavailable (call {call})")
+        self._tick()
         return (actions == 5).astype(np.float32)
 
 
