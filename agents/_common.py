@@ -4,7 +4,8 @@
 sampling, a numpy generator, the env's ``np_random``), the frozen reference, the optimizer over the
 policy and its value head, and the ``learn`` loop, which reads collect -> score -> update -> log:
 
-- collect: one :func:`textgym.rollout.collect` round from the current policy;
+- collect: one :func:`textgym.rollout.collect` round from the current policy (with a
+  ``compute_dtype``, sampled by a low-precision copy of it that holds the same weights);
 - score: the env's rewards, or those of a ``score`` hook given to the constructor (GAIL's
   discriminator replaces them there);
 - update: the subclass's ``_update(rollout) -> stats`` (its loss lives in its own file);
@@ -34,11 +35,12 @@ from textgym.agents.base import Agent
 from torch import Tensor, nn
 
 from textgym.checkpoint import require_part
-from textgym.hf import hidden_size
+from textgym.hf import compute_dtype_name, hidden_size
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, Sampling, collect, evaluate
 from textgym.training import (
     ValueHead,
+    adamw,
     check_policy_env,
     frozen_copy,
     is_peft,
@@ -46,6 +48,7 @@ from textgym.training import (
     progress,
     rng_state,
     set_rng_state,
+    sync_weights,
 )
 
 
@@ -141,7 +144,12 @@ class OnPolicyAgent(Agent):
         self.value_head = head
         self.trainable: nn.Module = Trainable(policy, head, config.sampling)
         params = [p for p in self.trainable.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        self.optimizer = adamw(params, lr=config.lr)
+        # With a compute dtype, rollouts are sampled by a low-precision copy of the policy,
+        # refreshed before every round (see _behaviour); LoRA policies sample themselves.
+        self.behaviour: LanguageModel | None = None
+        if policy.compute_dtype is not None and not is_peft(policy):
+            self.behaviour = frozen_copy(policy)
         self._setup_runtime(
             log_dir=log_dir,
             tensorboard=tensorboard,
@@ -181,11 +189,24 @@ class OnPolicyAgent(Agent):
         """Reset options for the next round (e.g. pinned prompts); None lets the env choose."""
         return None
 
+    def _behaviour(self) -> LanguageModel:
+        """The model that samples the next round: the policy, or its low-precision copy with the
+        policy's current weights (copied every round: a few percent of a rollout at 92M, and never
+        stale, whatever changed the policy since)."""
+        if self.behaviour is None:
+            return self.policy
+        sync_weights(self.behaviour, self.policy)
+        return self.behaviour
+
     def collect(self) -> Rollout:
-        """One round of episodes from the current policy (the env is seeded on the first one)."""
+        """One round of episodes from the current policy (the env is seeded on the first one).
+
+        The rollout's log-probs (and values) are those of the model that sampled it
+        (:meth:`_behaviour`), so the importance ratios of the update are exact for what was drawn.
+        """
         try:
             return collect(
-                self.policy,
+                self._behaviour(),
                 self.env,
                 sampling=self.config.sampling,
                 generator=self.generator,
@@ -260,6 +281,7 @@ class OnPolicyAgent(Agent):
     def _state(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "compute_dtype": compute_dtype_name(self.policy.compute_dtype),
             "optimizer": self.optimizer.state_dict(),
             "value_head": None if self.value_head is None else self.value_head.state_dict(),
             "rng": rng_state(self.generator, self.np_rng, self.env),
@@ -281,18 +303,25 @@ class OnPolicyAgent(Agent):
         """``Agent.load(dir, env, device="auto", **kwargs)``: ``env`` is built like the saved one's
         (same class and ``num_envs``); ``kwargs`` are the constructor's (``score``, runtime)."""
         ref = None
+        dtype = state.get("compute_dtype")  # absent from checkpoints older than the setting
         if (path / "adapter").exists():
             try:
                 from peft import PeftModel
             except ImportError as err:
                 raise ImportError("this checkpoint holds a LoRA adapter: pip install peft") from err
-            base = LanguageModel.from_pretrained(require_part(path, "reference"), device=device)
+            base = LanguageModel.from_pretrained(
+                require_part(path, "reference"), device=device, compute_dtype=dtype
+            )
             peft_model = PeftModel.from_pretrained(base.model, path / "adapter", is_trainable=True)
             policy = peft_language_model(base, peft_model)
         else:
-            policy = LanguageModel.from_pretrained(require_part(path, "policy"), device=device)
+            policy = LanguageModel.from_pretrained(
+                require_part(path, "policy"), device=device, compute_dtype=dtype
+            )
             if (path / "reference").exists():
-                ref = LanguageModel.from_pretrained(path / "reference", device=device)
+                ref = LanguageModel.from_pretrained(
+                    path / "reference", device=device, compute_dtype=dtype
+                )
         agent = cls(policy, env, config=config, ref=ref, **kwargs)
         if agent.value_head is not None:
             agent.value_head.load_state_dict(state["value_head"])

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from textgym.config import check_fields, check_range
 from textgym.preference import PreferenceBatch, PreferencePair
-from textgym.training import progress, resolve_device
+from textgym.training import adamw, progress, resolve_device
 
 __all__ = [
     "RewardModelConfig",
@@ -179,7 +179,7 @@ class RewardModelTrainer(Agent):
         self.model = model.to(resolve_device(device))
         self.train_data = self._tokenize(train_pairs)
         self.val_data = None if val_pairs is None else self._tokenize(val_pairs)
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = adamw(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.generator = torch.Generator().manual_seed(config.seed)  # the pair order, on CPU

@@ -2,7 +2,8 @@
 
 Same model (the embedded one by default), same prompts (the reviews task), same batch of B
 completions per iteration, the same new-token budget, the VADER sentiment reward, a frozen
-reference model with β > 0 on both sides, fp32 on this machine's CPU. Rows:
+reference model with β > 0 on both sides, fp32 on this machine's CPU
+(``--compute-dtype bf16``: bf16 mixed precision on both sides). Rows:
 
     textgym PPO (1 epoch)     ``textgym.agents.PPO`` with n_epochs=1, n_minibatches=1: like TRL,
                               one gradient step per batch; plus the value head and GAE
@@ -61,6 +62,8 @@ class BenchConfig:
     beta: float = 0.05
     threads: int = 1  # one torch thread: on a shared 2-core machine 2-thread ops stall
     seed: int = 0
+    compute_dtype: str | None = None
+    """None: float32 on both sides; "bf16": textgym's compute_dtype and TRL's bf16=True."""
 
 
 class TimedReward:
@@ -88,7 +91,7 @@ class Timing:
 
 
 def time_textgym(cfg: BenchConfig, kind: str) -> Timing:
-    lm = LanguageModel.from_pretrained(cfg.model, device="cpu")
+    lm = LanguageModel.from_pretrained(cfg.model, device="cpu", compute_dtype=cfg.compute_dtype)
     reward = TimedReward()
     env = gym.make_vec(
         "TextGen-v0",
@@ -172,7 +175,7 @@ def time_trl(cfg: BenchConfig) -> float | None:
             temperature=1.0,
             top_k=0,
             top_p=1.0,
-            bf16=False,  # TRL 1.16 defaults to bf16, also on a CPU; textgym runs fp32 here
+            bf16=cfg.compute_dtype == "bf16",  # TRL 1.16 defaults to bf16=True, also on a CPU
         )
         trainer = trl.RLOOTrainer(
             model=lm.model,
@@ -206,8 +209,16 @@ def main() -> int:
         help=MODEL_HELP,
     )
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--compute-dtype", choices=["bf16"], help="mixed precision on both sides (default fp32)"
+    )
     ns = parser.parse_args()
-    cfg = replace(BenchConfig(), model=bench_model(ns.model), threads=ns.threads)
+    cfg = replace(
+        BenchConfig(),
+        model=bench_model(ns.model),
+        threads=ns.threads,
+        compute_dtype=ns.compute_dtype,
+    )
     if ns.quick:
         cfg = replace(cfg, iterations=3, repeats=1)
     if ns.repeats is not None:
@@ -234,7 +245,8 @@ def main() -> int:
     print(
         f"# model {Path(cfg.model).name}, reviews prompts, B={cfg.batch_size} completions/iter, "
         f"<= {cfg.max_new_tokens} new tokens, K={cfg.num_generations}, beta={cfg.beta}, "
-        f"seed {cfg.seed}, {cfg.iterations} timed iterations x {cfg.repeats} repeats (median)"
+        f"seed {cfg.seed}, {cfg.compute_dtype or 'fp32'}, "
+        f"{cfg.iterations} timed iterations x {cfg.repeats} repeats (median)"
     )
     print(f"# load average {load_before:.2f} before, {load_after:.2f} after")
     if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1):

@@ -30,6 +30,7 @@ __all__ = [
     "as_compute_dtype",
     "check_model_dir",
     "check_trust_remote_code",
+    "compute_dtype_name",
     "context_window",
     "eos_token_id",
     "first_id",
@@ -261,7 +262,9 @@ def as_compute_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     float32 ("master weights"), so small updates are not rounded away, while the matrix products,
     which dominate the cost, run in bf16 (on CPUs with AMX/AVX512-BF16 units and on CUDA). bf16 has
     float32's exponent range, so no loss scaling is needed. Log-softmax, sampling and losses read
-    the logits as float32 everywhere in textgym.
+    the logits as float32 everywhere in textgym. Frozen copies (π_ref, and the copy that samples
+    an on-policy agent's rollouts) hold their weights in the compute dtype: they are never
+    trained, so they need no master weights (:func:`textgym.training.frozen_copy`).
 
     Raises:
         ValueError: another dtype or name.
@@ -275,3 +278,9 @@ def as_compute_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
             f"got {value!r}"
         )
     return dtype
+
+
+def compute_dtype_name(dtype: torch.dtype | None) -> str | None:
+    """The name a checkpoint records for a ``compute_dtype`` ("bfloat16"; None for none), which
+    :func:`as_compute_dtype` reads back."""
+    return None if dtype is None else str(dtype).removeprefix("torch.")

@@ -26,6 +26,7 @@ from textgym.lm import LanguageModel
 __all__ = [
     "CSVLogger",
     "ValueHead",
+    "adamw",
     "check_policy_env",
     "env_rng_state",
     "frozen_copy",
@@ -36,6 +37,7 @@ __all__ = [
     "rng_state",
     "set_env_rng_state",
     "set_rng_state",
+    "sync_weights",
     "with_lora",
 ]
 
@@ -89,10 +91,43 @@ def check_policy_env(agent: str, policy: LanguageModel, env: Any, *, vector: boo
 
 
 def frozen_copy(policy: LanguageModel) -> LanguageModel:
-    """π_ref as a frozen deep copy of the policy as it is now (eval mode, no gradients)."""
-    ref = policy.wrap(copy.deepcopy(policy.model).eval())
+    """A frozen deep copy of the policy as it is now (eval mode, no gradients): π_ref, or the
+    behaviour copy that samples rollouts (:func:`sync_weights` refreshes it).
+
+    With a ``compute_dtype`` the copy holds its floating-point weights in it: a copy is never
+    trained, so it needs no float32 master weights, and its passes then skip autocast's cast of
+    every weight matrix on every call (at batch 16 those casts cost more than the bf16 matmuls
+    save). It still runs under the policy's autocast, so the ops autocast keeps in float32 stay
+    there; its log-probs differ from the float32-master policy's by bf16 rounding of the weights.
+    """
+    model = copy.deepcopy(policy.model).eval()
+    if policy.compute_dtype is not None:
+        model.to(policy.compute_dtype)
+    ref = policy.wrap(model)
     ref.model.requires_grad_(False)
     return ref
+
+
+@torch.no_grad()
+def sync_weights(target: LanguageModel, source: LanguageModel) -> None:
+    """Copy ``source``'s parameters and buffers into ``target`` in place, casting to ``target``'s
+    dtypes (both must be the same architecture, e.g. ``target = frozen_copy(source)``)."""
+    dst = {**dict(target.model.named_parameters()), **dict(target.model.named_buffers())}
+    for name, value in [*source.model.named_parameters(), *source.model.named_buffers()]:
+        dst[name].copy_(value)  # tied weights are listed once
+
+
+def adamw(params: Iterable[Tensor], *, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where it has one (CPU and CUDA, floating-point parameters).
+
+    The fused step is one kernel over all parameters instead of a dozen elementwise passes per
+    tensor: 4x faster on this project's 2-core CPU at 92M parameters, where the default
+    implementation took 30% of a bf16 PPO update. It computes the same update up to float
+    rounding order.
+    """
+    params = list(params)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def with_lora(
