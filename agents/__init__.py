@@ -2,6 +2,7 @@
 
 from textgym.agents.bc import BC, BCConfig, Demonstrations
 from textgym.agents.dagger import DAgger, DAggerConfig, LMExpert
+from textgym.agents.distill import Distill, DistillConfig
 from textgym.agents.dpo import DPO, DPOConfig
 from textgym.agents.gail import GAIL, GAILConfig
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
@@ -20,6 +21,8 @@ __all__ = [
     "DAggerConfig",
     "DPOConfig",
     "Demonstrations",
+    "Distill",
+    "DistillConfig",
     "GAILConfig",
     "IterativeDPO",
     "IterativeDPOConfig",

@@ -20,6 +20,7 @@ import pytest
 from textgym.agents import (
     BCConfig,
     DAggerConfig,
+    DistillConfig,
     DPOConfig,
     GAILConfig,
     IterativeDPOConfig,
@@ -40,6 +41,7 @@ CONFIGS: list[type] = [
     GAILConfig,
     IterativeDPOConfig,
     RewardModelConfig,
+    DistillConfig,
 ]
 NAN, INF = math.nan, math.inf
 
