@@ -10,6 +10,14 @@ this machine's CPU. Rows:
     HF generate              ``model.generate(do_sample=True, top_k=0)`` on the same left-padded
                              prompts, then one batched decode and reward call
     textgym env, no cache    the naive loop: a full forward over prompt + completion every step
+    collect, compacted       ``textgym.rollout.collect`` (the loop agents use), by default: once at
+                             most 3/4 of the LM batch's rows still run, the finished ones leave its
+                             forward passes and KV cache (never below 16 rows)
+    collect, not compacted   the same with ``compact=False``: every row is fed until the last
+                             episode ends. Both draw the same samples (same seed, bit-identical
+                             rollouts), so their steps are equal and the ratio is the time saved.
+                             It pays where episodes end at EOS at mixed lengths (the embedded
+                             model on its tasks; random-weight bench models rarely emit EOS)
 
 A rollout runs until every sub-env's first episode has ended (EOS or 48 tokens), as ``generate``
 runs until every row has. Throughput counts row-steps (B x steps run, the batch's decode work,
@@ -42,6 +50,7 @@ from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.envs import TextGenVectorEnv, to_left_padded
 from textgym.lm import LanguageModel
 from textgym.provenance import git_sha
+from textgym.rollout import collect
 
 TARGET = 0.9
 
@@ -64,6 +73,7 @@ class Run:
     steps: int  # decode steps run
     tokens: int  # generated tokens up to and including each row's EOS
     batch: int
+    lm_rows: int = 0  # rows fed to the LM after the prompt, summed over steps (collect only)
 
     @property
     def row_steps_per_s(self) -> float:
@@ -120,6 +130,28 @@ def env_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int, *, cache: 
     return Run(time.perf_counter() - start, steps, tokens, B)
 
 
+def collect_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int, *, compact: bool) -> Run:
+    """``textgym.rollout.collect`` with or without compaction; counts the rows the LM is fed."""
+    fed: list[int] = []
+    forward = lm.model.forward
+
+    def counting(*args: object, **kwargs: torch.Tensor) -> object:
+        fed.append(int(kwargs["input_ids"].shape[0]))
+        return forward(*args, **kwargs)
+
+    lm.model.forward = counting
+    try:
+        start = time.perf_counter()
+        out = collect(
+            lm, venv, generator=torch.Generator().manual_seed(seed), seed=seed, compact=compact
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        del lm.model.forward  # the class's own forward again
+    steps = out.completion_ids.shape[1]
+    return Run(seconds, steps, int(out.lengths.sum()), len(out), lm_rows=sum(fed[1:]))
+
+
 def generate_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int) -> Run:
     """``generate`` on the env's prompts, then one decode and one reward call, as the env does."""
     ids, mask, index = prompts_of(venv, seed)  # untimed: the env side times its reset
@@ -157,6 +189,26 @@ def generate_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int) -> Ru
 def median_run(runs: list[Run], key: Callable[[Run], float]) -> tuple[float, float]:
     values = [key(r) for r in runs]
     return statistics.median(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def print_compaction(compacted: list[Run], full: list[Run]) -> None:
+    """Rows of the table: collect() compacted (textgym column) vs not (reference column)."""
+    c, c_sd = median_run(compacted, lambda x: x.row_steps_per_s)
+    f, f_sd = median_run(full, lambda x: x.row_steps_per_s)
+    speedup = statistics.median(
+        a.row_steps_per_s / b.row_steps_per_s for a, b in zip(compacted, full, strict=True)
+    )
+    print(
+        f"| {'row-steps/s, collect compacted/not':34} | {c:9.0f} ± {c_sd:4.0f} | "
+        f"{f:9.0f} ± {f_sd:4.0f} | {speedup:6.2f} |"
+    )
+    fed_c, fed_f = (
+        statistics.median(x.lm_rows / (x.batch * max(1, x.steps - 1)) for x in runs)
+        for runs in (compacted, full)
+    )
+    print(f"| {'LM rows fed per row-step':34} | {fed_c:16.2f} | {fed_f:16.2f} | {'':>6} |")
+    ended = statistics.median(x.tokens / (x.batch * x.steps) for x in compacted)
+    print(f"| {'episode steps / row-steps':34} | {ended:16.2f} | {ended:16.2f} | {'':>6} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,16 +252,21 @@ def main(argv: list[str] | None = None) -> int:
     # Warm-up: first calls allocate, import the reward's dependencies, build caches.
     env_rollout(lm, venv, seed=999, cache=True)
     generate_rollout(lm, venv, seed=999)
+    collect_rollout(lm, venv, seed=999, compact=True)
 
     ours: list[Run] = []
     ref: list[Run] = []
     naive: list[Run] = []
+    compacted: list[Run] = []
+    full: list[Run] = []
     for r in range(cfg.repeats):  # interleaved, so that both sides see the same load
         seed = cfg.seed + r
         ours.append(env_rollout(lm, venv, seed, cache=True))
         ref.append(generate_rollout(lm, venv, seed))
         if not args.no_naive and r < cfg.naive_repeats:
             naive.append(env_rollout(lm, venv, seed, cache=False))
+        compacted.append(collect_rollout(lm, venv, seed, compact=True))
+        full.append(collect_rollout(lm, venv, seed, compact=False))
     load_after = os.getloadavg()[0]
 
     o, o_sd = median_run(ours, lambda x: x.row_steps_per_s)
@@ -255,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if naive:
         n, _ = median_run(naive, lambda x: x.row_steps_per_s)
         print(f"| {'row-steps/s, env without cache':34} | {n:16.0f} | {g:16.0f} | {n / g:6.2f} |")
+    print_compaction(compacted, full)
     print()
     print(f"ratio: {ratio:.2f} (target >= {TARGET})")
     if args.check and ratio < TARGET:

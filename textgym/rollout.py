@@ -17,7 +17,9 @@ Decisions:
   π_θ = π_ref, and never infinite.
 - One call of :func:`collect` is one round: reset every sub-env, step until every sub-env's
   episode has ended. Gymnasium's NEXT_STEP autoreset makes the step after a sub-env's end a reset
-  that ignores the action; those steps (and all later ones of that sub-env) are masked out.
+  that ignores the action; those steps (and all later ones of that sub-env) are masked out. The
+  loop itself is :mod:`textgym.collection`; rows whose episode ended leave the policy's forward
+  passes (compaction, ``compact=True``) without changing a bit of the rollout (fp32 on CPU).
 - Completions are right-padded ``(B, T)``, T = the longest episode of the round; prompts are the
   env's right-padded observations re-packed left-padded ``(B, P)`` for the LM.
 
@@ -27,16 +29,16 @@ Shapes: B batch, P prompt length, T completion length, L = P + T, V vocab, H hid
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from textgym.collection import Episodes, run_episodes
 from textgym.config import check_fields, check_range
-from textgym.decoding import filter_logits, sample
-from textgym.envs import to_left_padded
+from textgym.decoding import filter_logits
 from textgym.estimators import (
     gae,
     kl_k1,
@@ -171,44 +173,6 @@ class Rollout:
 # ---------------------------------------------------------------------------- collection
 
 
-def _info_column(info: dict[str, Any], key: str, rows: np.ndarray) -> list[Any]:
-    """Values of a vector-env info key at ``rows`` (None where the sub-env did not report it)."""
-    if key not in info:
-        return [None] * len(rows)
-    present = info.get(f"_{key}", np.ones(len(info[key]), dtype=bool))
-    return [info[key][i] if present[i] else None for i in rows]
-
-
-def _action_mask(info: dict[str, Any], device: torch.device) -> Tensor | None:
-    mask = info.get("action_mask")
-    return None if mask is None else torch.as_tensor(np.asarray(mask), device=device).bool()
-
-
-def _policy_step(
-    policy: LanguageModel, input_ids: Tensor, attention_mask: Tensor, cache: Any, hidden: bool
-) -> tuple[Tensor, Tensor | None, Any]:
-    """Next-token logits ``(B, V)`` float32, the last hidden state ``(B, H)`` if asked, the cache.
-
-    The ids are the env's and our own samples, so step()'s per-call validation is skipped.
-    """
-    if not hidden:
-        logits, cache = policy.step_unchecked(input_ids, attention_mask, cache)
-        return logits, None, cache
-    return policy.step_with_hidden(input_ids, attention_mask, cache)
-
-
-@dataclass
-class _Steps:
-    """What the collection loop records, one entry per step (stacked into a Rollout at the end)."""
-
-    tokens: list[Tensor] = field(default_factory=list)  # (B,) each
-    logps: list[Tensor] = field(default_factory=list)  # (B,)
-    alive: list[Tensor] = field(default_factory=list)  # (B,) bool
-    rewards: list[Tensor] = field(default_factory=list)  # (B,)
-    masks: list[Tensor] = field(default_factory=list)  # (B, V) bool
-    values: list[Tensor] = field(default_factory=list)  # (B,), one more than the steps
-
-
 @torch.no_grad()
 def collect(
     policy: LanguageModel,
@@ -220,12 +184,14 @@ def collect(
     value_fn: Callable[[Tensor], Tensor] | None = None,
     seed: int | None = None,
     options: dict[str, Any] | None = None,
+    compact: bool = True,
 ) -> Rollout:
     """Run one episode in every sub-env of a NEXT_STEP-autoreset vector env.
 
-    The policy's KV cache lives beside the env: the prompt is fed once, then only each new token.
-    V(s_t) is read off the policy's own hidden state at each step; after the loop one batched
-    forward pass over prompt + completion scores the reference.
+    The policy's KV cache lives beside the env: the prompt is fed once, then only each new token
+    (the loop: :func:`textgym.collection.run_episodes`). V(s_t) is read off the policy's own
+    hidden state at each step; after the loop one batched forward pass over prompt + completion
+    scores the reference.
 
     Args:
         policy: the behaviour policy π_θ.
@@ -236,92 +202,34 @@ def collect(
         value_fn: a value head on the policy trunk, ``hidden (..., H) -> (...)``; when given,
             ``values`` and ``bootstrap_values`` are filled.
         seed, options: passed to ``vec_env.reset`` (``options={"prompt_index": ...}`` pins prompts).
+        compact: drop rows whose episode ended from the policy's forward passes (and its KV
+            cache) once few enough remain (:mod:`textgym.kv_cache`); the env still steps every
+            sub-env. False feeds every row until the last episode ends. The rollout is the same
+            either way, bit for bit in fp32 on CPU (:mod:`textgym.kv_cache` says where else).
 
     Returns:
         The :class:`Rollout`, tensors on the policy's device.
     """
-    device = policy.device
-    obs, info = vec_env.reset(seed=seed, options=options)
-    left_ids, left_mask = to_left_padded(
-        obs["input_ids"], obs["attention_mask"], policy.pad_token_id, trim=True
-    )  # (B, P)
-    prompt_ids = torch.as_tensor(left_ids, device=device)
-    prompt_mask = torch.as_tensor(left_mask, device=device).long()
-    B, every = prompt_ids.shape[0], np.arange(prompt_ids.shape[0])
-    prompts = [str(p) for p in _info_column(info, "prompt", every)]
-    prompt_indices = np.asarray(_info_column(info, "prompt_index", every))
-    texts: list[str | None] = [None] * B
-    active = torch.ones(B, dtype=torch.bool, device=device)
-    terminated, truncated = torch.zeros_like(active), torch.zeros_like(active)
-    steps, attention = _Steps(), prompt_mask
-    logits, hidden, cache = _policy_step(
-        policy, prompt_ids, prompt_mask, None, value_fn is not None
-    )
-    while True:
-        if value_fn is not None and hidden is not None:
-            steps.values.append(value_fn(hidden))  # V(s_t), s_t = prompt + a_<t
-        allowed = _action_mask(info, device)  # (B, V) or None
-        logp = sampling.logprobs(logits, allowed)  # (B, V)
-        action = sample(logp, generator=generator)  # (B,)
-        # A finished sub-env's action is ignored by its autoreset: send pad, record nothing.
-        action = torch.where(active, action, policy.pad_token_id)
-        steps.tokens.append(action)
-        steps.logps.append(torch.where(active, logp.gather(1, action[:, None]).squeeze(1), 0.0))
-        steps.alive.append(active.clone())
-        if sampling.truncates:
-            steps.masks.append(torch.isfinite(logp))  # (B, V) the env's mask narrowed by top-k/p
-        elif allowed is not None:
-            steps.masks.append(allowed)
-        obs, reward, term, trunc, info = vec_env.step(action.cpu().numpy())
-        steps.rewards.append(torch.as_tensor(reward, dtype=torch.float32, device=device) * active)
-        ended = torch.as_tensor(np.logical_or(term, trunc), device=device) & active  # (B,)
-        if ended.any():
-            rows = ended.nonzero().squeeze(1).cpu().numpy()
-            for i, text in zip(rows, _info_column(info, "text", rows), strict=True):
-                texts[i] = text
-            terminated |= torch.as_tensor(term, device=device) & active
-            truncated |= torch.as_tensor(trunc, device=device) & active
-            active &= ~ended
-        if not active.any() and value_fn is None:
-            break
-        attention = torch.cat([attention, attention.new_ones(B, 1)], dim=1)  # (B, past + 1)
-        logits, hidden, cache = _policy_step(
-            policy, action[:, None], attention, cache, value_fn is not None
-        )
-        if not active.any():  # the extra step above gave V(s_T) of the rows that just ended
-            assert value_fn is not None
-            assert hidden is not None
-            steps.values.append(value_fn(hidden))
-            break
-    return _finish(
+    if not isinstance(compact, bool):
+        raise ValueError(f"compact must be True or False, got {compact!r}")
+    episodes = run_episodes(
         policy,
-        steps,
-        texts,
-        prompt_ids,
-        prompt_mask,
-        terminated,
-        truncated,
-        prompts,
-        prompt_indices,
-        ref,
-        sampling.temperature,
+        vec_env,
+        sampling=sampling,
+        generator=generator,
+        value_fn=value_fn,
+        seed=seed,
+        options=options,
+        compact=compact,
     )
+    return _finish(policy, episodes, ref, sampling.temperature)
 
 
 def _finish(
-    policy: LanguageModel,
-    steps: _Steps,
-    texts: list[str | None],
-    prompt_ids: Tensor,
-    prompt_mask: Tensor,
-    terminated: Tensor,
-    truncated: Tensor,
-    prompts: list[str],
-    prompt_indices: np.ndarray,
-    ref: LogitsModel | None,
-    temperature: float,
+    policy: LanguageModel, episodes: Episodes, ref: LogitsModel | None, temperature: float
 ) -> Rollout:
     """Stack the recorded steps into a Rollout; score π_ref in one batched forward pass."""
+    steps, texts = episodes.steps, episodes.texts
     completion_ids = torch.stack(steps.tokens, dim=1)  # (B, T)
     completion_mask = torch.stack(steps.alive, dim=1).float()  # (B, T)
     if any(t is None for t in texts):
@@ -331,18 +239,18 @@ def _finish(
         texts = [d if t is None else t for t, d in zip(texts, decoded, strict=True)]
     rewards = torch.stack(steps.rewards, dim=1)  # (B, T)
     out = Rollout(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
+        prompt_ids=episodes.prompt_ids,
+        prompt_mask=episodes.prompt_mask,
         completion_ids=completion_ids,
         completion_mask=completion_mask,
         logprobs=torch.stack(steps.logps, dim=1),  # (B, T)
         rewards=rewards.sum(1),  # (B,)
         token_rewards=rewards,
-        terminated=terminated,
-        truncated=truncated,
+        terminated=episodes.terminated,
+        truncated=episodes.truncated,
         texts=[str(t) for t in texts],
-        prompts=prompts,
-        prompt_indices=prompt_indices,
+        prompts=episodes.prompts,
+        prompt_indices=episodes.prompt_indices,
         action_masks=torch.stack(steps.masks, dim=1) if steps.masks else None,  # (B, T, V)
     )
     if ref is not None:

@@ -2,7 +2,8 @@
 
 :func:`filter_logits` applies the allowed-token mask, then temperature, then top-k, then top-p
 (the order of ``transformers``' processors and warpers); :func:`sample` draws one token per row by
-inverting the cumulative distribution with one uniform per row from the caller's generator;
+inverting the cumulative distribution with one uniform per row from the caller's generator (drawn
+for the whole batch when finished rows were compacted away, so that the other rows' draws stay);
 :func:`check_finite_logits` refuses NaN or infinite logits instead of drawing token V.
 """
 
@@ -133,19 +134,41 @@ def filter_logits(
     return _filter(logits, temperature, top_k, top_p, mask)
 
 
-def sample(logits: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+def sample(
+    logits: Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    rows: Tensor | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
     """Draw one token per row from ``softmax(logits)`` (e.g. the output of :func:`filter_logits`).
 
     Args:
         logits: ``(..., V)``; -inf entries are never drawn.
         generator: the source of randomness (on the logits' device); None uses torch's default.
+        rows, batch_size: for a compacted batch (finished rows dropped): ``logits`` ``(n, V)``
+            are the rows ``rows`` ``(n,)`` of a batch of ``batch_size``. The uniforms are drawn
+            for all ``batch_size`` rows, as for the full batch, and those at ``rows`` are used,
+            so each row draws what it would have drawn in the full batch.
 
     Returns:
         ``(...)`` int64 token ids.
+
+    Raises:
+        ValueError: ``rows`` without ``batch_size`` (or the reverse), or shapes that disagree.
+        FloatingPointError: a row's logits are NaN or all -inf.
     """
+    if rows is not None or batch_size is not None:
+        if rows is None or batch_size is None:
+            raise ValueError("rows and batch_size go together: pass both or neither")
+        if logits.ndim != 2 or rows.shape != logits.shape[:1] or batch_size < logits.shape[0]:
+            raise ValueError(
+                f"rows {tuple(rows.shape)} must index the first dim of logits (n, V) "
+                f"{tuple(logits.shape)}, with batch_size {batch_size} >= n"
+            )
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # (..., 1)
     check_finite_logits(torch.isfinite(lse))
-    return _draw(logits, lse, generator)
+    return _draw(logits, lse, generator, rows, batch_size)
 
 
 def check_finite_logits(finite: Tensor, step: int | None = None) -> None:
@@ -167,14 +190,26 @@ def check_finite_logits(finite: Tensor, step: int | None = None) -> None:
         )
 
 
-def _draw(logits: Tensor, lse: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Inverse-CDF sampling: one uniform per row, searched in the cumulative probabilities."""
+def _draw(
+    logits: Tensor,
+    lse: Tensor,
+    generator: torch.Generator | None,
+    rows: Tensor | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Inverse-CDF sampling: one uniform per row, searched in the cumulative probabilities.
+
+    With ``rows`` (``(n,)``, of a batch of ``batch_size``), ``batch_size`` uniforms are drawn and
+    those at ``rows`` used: the generator advances as for the full batch and no row's uniform
+    depends on which other rows are present.
+    """
     lead = logits.shape[:-1]
     cum = (logits - lse).exp().cumsum(-1).reshape(-1, logits.shape[-1])  # (N, V)
     total = cum[:, -1:]  # (N, 1) ~1, exactly what the cumsum reached
-    u = torch.rand(
-        total.shape, generator=generator, device=logits.device, dtype=cum.dtype
-    )  # (N, 1)
+    drawn = total.shape[0] if rows is None or batch_size is None else batch_size
+    u = torch.rand((drawn, 1), generator=generator, device=logits.device, dtype=cum.dtype)
+    if rows is not None:
+        u = u[rows]  # (N, 1): the rows' own uniforms of the full batch's
     # Strictly below the total: token i is drawn iff cum[i-1] <= v < cum[i], so zero-probability
     # tokens (flat steps of cum) are never drawn, including a -inf tail after the last real token.
     v = torch.minimum(u * total, total.nextafter(torch.zeros_like(total)))  # (N, 1)

@@ -3,18 +3,25 @@
 The left-padded prompt is fed once, then one token per row per step; a row that emitted EOS keeps
 emitting the pad id (masked out), and the loop stops when every row is done. Greedy decoding
 reproduces ``model.generate(do_sample=False)`` token for token.
+
+Compaction (``compact=True``, :mod:`textgym.kv_cache`): once at most 3/4 of the LM batch's rows
+are still running, the finished ones leave the LM batch, its KV cache and its attention mask
+(never below 16 rows); tokens and log-probs are scattered back to ``(B, T)``, and sampling draws
+its uniforms for all B rows, so the output is the same as with ``compact=False`` (bit for bit in
+fp32 on CPU; :mod:`textgym.kv_cache` says where else).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from textgym.decoding.filters import _check_filter_args, _draw, _filter, check_finite_logits
+from textgym.kv_cache import DecodeRows
 from textgym.lm import LanguageModel
 
 __all__ = ["EosArg", "GenerationOutput", "generate", "greedy"]
@@ -144,6 +151,7 @@ def generate(
     generator: torch.Generator | None = None,
     eos_token_id: EosArg = "model",
     min_new_tokens: int = 0,
+    compact: bool = True,
 ) -> GenerationOutput:
     """Batched greedy decoding or sampling with the KV cache.
 
@@ -164,6 +172,8 @@ def generate(
             ``max_new_tokens`` steps.
         min_new_tokens: EOS is forbidden before this many tokens (as ``generate``'s
             ``min_new_tokens``), e.g. to force fixed lengths.
+        compact: drop finished rows from the LM batch (see the module docstring); False feeds
+            every row until the last one ends. The output is the same either way (fp32, CPU).
 
     Returns:
         A :class:`GenerationOutput`; T is the number of steps run (< max_new_tokens when every row
@@ -182,6 +192,8 @@ def generate(
         or min_new_tokens < 0
     ):
         raise ValueError(f"min_new_tokens must be an int >= 0, got {min_new_tokens!r}")
+    if not isinstance(compact, bool):
+        raise ValueError(f"compact must be True or False, got {compact!r}")
     eos = _eos_ids(lm, eos_token_id)
     allowed = _allowed(lm, mask, ids.shape[0])
     early = allowed
@@ -192,8 +204,11 @@ def generate(
         if not bool(early.any(-1).all()):
             raise ValueError("min_new_tokens with this mask leaves no allowed token before EOS")
     pick = _Filter(temperature, top_k, top_p, early, allowed, min_new_tokens)
+    rows = DecodeRows(ids.shape[0], enabled=compact and bool(eos))
     with torch.inference_mode():
-        parts = _decode_loop(lm, ids, prompt_mask, max_new_tokens, pick, do_sample, generator, eos)
+        parts = _decode_loop(
+            lm, ids, prompt_mask, max_new_tokens, pick, do_sample, generator, eos, rows
+        )
     return _output(lm, ids, prompt_mask, *parts)
 
 
@@ -228,6 +243,15 @@ class _Filter:
         mask = self.early_mask if t < self.min_new_tokens else self.mask
         return _filter(logits, self.temperature, self.top_k, self.top_p, mask)
 
+    def select(self, local: Tensor) -> _Filter:
+        """The filter of a compacted batch: per-row ``(n, V)`` masks cut to rows ``local``."""
+        early, mask = self.early_mask, self.mask
+        return replace(
+            self,
+            early_mask=early[local] if early is not None and early.ndim == 2 else early,
+            mask=mask[local] if mask is not None and mask.ndim == 2 else mask,
+        )
+
 
 def _decode_loop(
     lm: LanguageModel,
@@ -238,8 +262,12 @@ def _decode_loop(
     do_sample: bool,
     generator: torch.Generator | None,
     eos: list[int],
+    rows: DecodeRows,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The per-token loop of :func:`generate`: tensors preallocated, nothing decoded per step.
+
+    The LM sees the rows ``rows`` holds (all B until finished rows are compacted away); what it
+    returns for them is scattered into the ``(B, ...)`` results.
 
     Returns:
         ``(completion_ids, completion_mask, logprobs, terminated)``: ``(B, T)`` x3 and ``(B,)``.
@@ -261,28 +289,37 @@ def _decode_loop(
     # Positions of the new tokens continue each row's real length: no cumsum per step.
     positions = prompt_mask.sum(-1, keepdim=True) + torch.arange(T, device=device)  # (B, T)
     logits, cache = lm.step_unchecked(ids, prompt_mask if padded else None)  # (B, V)
-    steps = T
+    steps, running = T, B
     finite = torch.ones(B, dtype=torch.bool, device=device)  # (B,) checked once, after the loop
     for t in range(T):
-        x = pick(logits, t)  # (B, V)
-        lse = torch.logsumexp(x, dim=-1, keepdim=True)  # (B, 1)
-        finite &= torch.isfinite(lse.squeeze(-1)) | done
-        tok = _draw(x, lse, generator) if do_sample else x.argmax(-1)  # (B,)
+        x = pick(logits, t)  # (n, V), the LM batch's rows
+        lse = torch.logsumexp(x, dim=-1, keepdim=True)  # (n, 1)
+        finite &= rows.scatter(torch.isfinite(lse.squeeze(-1)), True) | done
+        if do_sample:  # uniforms for all B rows: a compacted batch draws what the full one would
+            tok = _draw(x, lse, generator, rows.rows, None if rows.rows is None else B)  # (n,)
+        else:
+            tok = x.argmax(-1)  # (n,)
         tok = tok.clamp(max=x.shape[-1] - 1)  # a NaN row draws V: keep going, raise after the loop
-        logp = x.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)  # (B,)
+        logp = x.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - lse.squeeze(-1)  # (n,)
         # Finished rows emit the pad id and record nothing.
-        tok = torch.where(done, pad, tok)  # (B,)
+        tok = torch.where(done, pad, rows.scatter(tok, lm.pad_token_id))  # (B,)
         tokens[:, t] = tok
-        logps[:, t] = torch.where(done, zero, logp)
+        logps[:, t] = torch.where(done, zero, rows.scatter(logp, 0.0))
         alive_mask[:, t] = (~done).long()
         if eos:
             done |= tok == eos_ids[0] if len(eos) == 1 else torch.isin(tok, eos_ids)
-            if bool(done.all()):
+            running = B - int(done.sum())
+            if running == 0:
                 steps = t + 1
                 break
         if t + 1 < T:
+            if rows.pays(running):
+                local, cache = rows.compact(~done, cache)
+                if local is not None:
+                    full_mask, positions = full_mask[local], positions[local]  # (n, P + T), (n, T)
+                    pick = pick.select(local)
             logits, cache = lm.step_unchecked(
-                tok.unsqueeze(-1),
+                rows.take(tok).unsqueeze(-1),
                 full_mask[:, : P + t + 1] if padded else None,
                 cache,
                 positions[:, t : t + 1],
@@ -299,6 +336,7 @@ def greedy(
     attention_mask: Tensor | None = None,
     eos_token_id: EosArg = "model",
     min_new_tokens: int = 0,
+    compact: bool = True,
 ) -> GenerationOutput:
     """Greedy decoding: :func:`generate` with ``do_sample=False`` (equals HF's greedy generate)."""
     return generate(
@@ -308,4 +346,5 @@ def greedy(
         attention_mask=attention_mask,
         eos_token_id=eos_token_id,
         min_new_tokens=min_new_tokens,
+        compact=compact,
     )
