@@ -165,11 +165,12 @@ def test_builtin_tasks(name: str) -> None:
 
 
 def test_load_errors() -> None:
-    with pytest.raises(ValueError, match="built-in tasks: concepts, reverse, reviews"):
+    names = "concepts, grid_nav, reverse, reviews, target_sum"
+    with pytest.raises(ValueError, match=f"built-in tasks: {names}"):
         tasks.load("nope")
     with pytest.raises(ValueError, match="split must be"):
         tasks.load("reverse", split="dev")
-    assert tasks.names() == ["concepts", "reverse", "reviews"]
+    assert tasks.names() == ["concepts", "grid_nav", "reverse", "reviews", "target_sum"]
 
 
 def test_reference_expert_table(tiny_gpt2_dir: str) -> None:

@@ -5,7 +5,8 @@
   are arguments (the fields of ``textgym.envs.EnvArgs``; see ``textgym.envs.TextGenEnv``). With
   no arguments: the embedded model, the review task, the sentiment reward.
 - ``textgym/Reviews-v0``, ``textgym/Concepts-v0``, ``textgym/Reverse-v0``: the built-in tasks
-  with their reward pinned; ``model`` and the other arguments can still be passed.
+  with their reward pinned; ``textgym/TargetSum-v0``, ``textgym/GridNav-v0``: the dynamic-expert
+  tasks with their success reward; ``model`` and the other arguments can still be passed.
 
 Entry points are strings, so importing textgym loads no env code; each id has a
 ``vector_entry_point``, so ``gym.make_vec(id, num_envs=B)`` builds the natively batched
@@ -31,6 +32,10 @@ IDS: dict[str, dict[str, Any]] = {
         "max_new_tokens": 32,
     },
     "textgym/Reverse-v0": {"task": "reverse", "reward": "exact_match", "max_new_tokens": 16},
+    # Dynamic-expert tasks (textgym.dynamic_tasks): the task's own success reward; the horizon
+    # leaves room to make and repair mistakes (the expert needs at most 13 tokens).
+    "textgym/TargetSum-v0": {"task": "target_sum", "max_new_tokens": 24},
+    "textgym/GridNav-v0": {"task": "grid_nav", "max_new_tokens": 24},
 }
 """id -> the keyword arguments it registers (the caller's arguments override them)."""
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     pass
 
+from textgym.dynamic_tasks import PuzzleExpert, PuzzleReward
 from textgym.experts import BoundExpert, Expert, FunctionExpert, ReferenceExpert
 from textgym.records import FieldTypeError, MissingFieldError, read_jsonl
 
@@ -443,6 +444,21 @@ BUILTIN: dict[str, _Builtin] = {
         "write the prompt's words in reverse order; reward: exact match; expert: the exact "
         "position-based oracle (ReferenceExpert).",
         expert=ReferenceExpert,
+    ),
+    "target_sum": _Builtin(
+        "target_sum",
+        PuzzleReward("target_sum"),
+        "reach a target total from a start with steps run +5, walk +2, back -3; reward: 1 when "
+        "the final total is the target; expert: the dynamic shortest-path oracle "
+        "(textgym.dynamic_tasks, docs/dynamic_tasks.md).",
+        expert=lambda: PuzzleExpert("target_sum"),
+    ),
+    "grid_nav": _Builtin(
+        "grid_nav",
+        PuzzleReward("grid_nav"),
+        "walk a 5x5 grid with walls from @ to * with N E S W; reward: 1 when the walk ends on "
+        "*; expert: the dynamic shortest-path oracle (textgym.dynamic_tasks).",
+        expert=lambda: PuzzleExpert("grid_nav"),
     ),
 }
 """The built-in tasks: name -> data file (in ``textgym/assets/data``), default reward, expert."""
