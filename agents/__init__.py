@@ -5,6 +5,7 @@ from textgym.agents.dagger import DAgger, DAggerConfig, LMExpert
 from textgym.agents.distill import Distill, DistillConfig
 from textgym.agents.dpo import DPO, DPOConfig
 from textgym.agents.gail import GAIL, GAILConfig
+from textgym.agents.irl import IRL, IRLConfig
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
 from textgym.agents.ppo import PPO, PPOConfig
 from textgym.agents.reinforce import REINFORCE, REINFORCEConfig
@@ -14,6 +15,7 @@ __all__ = [
     "BC",
     "DPO",
     "GAIL",
+    "IRL",
     "PPO",
     "REINFORCE",
     "BCConfig",
@@ -24,6 +26,7 @@ __all__ = [
     "Distill",
     "DistillConfig",
     "GAILConfig",
+    "IRLConfig",
     "IterativeDPO",
     "IterativeDPOConfig",
     "LMExpert",

@@ -34,18 +34,20 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from textgym.agents.base import Agent
 from textgym.agents.bc import Demonstrations, as_demonstrations
 from textgym.agents.ppo import PPO, PPOConfig
+from textgym.rewards.base import BaseReward
 from torch import Tensor, nn
 
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
 from textgym.rollout import Rollout, completion_logprobs
 from textgym.tasks import Task
-from textgym.training import check_policy_env
+from textgym.training import check_policy_env, frozen_copy
 
 RewardType = Literal["gail", "airl"]
 ABSORBING_LR = 0.05
@@ -163,6 +165,44 @@ def fold_absorbing(rewards: Tensor, absorbing: Tensor) -> Tensor:  # (B, T)
     return torch.where(absorbing, 0.0, rewards + entering * after)
 
 
+def fixed_horizon(demos: Demonstrations, T: int, pad: int) -> Transitions:
+    """Demonstrations as T-step episodes: each (cut at T, like the env), then absorbing steps."""
+    ids = F.pad(demos.completion_ids, (0, max(0, T - demos.completion_ids.shape[1])), value=pad)
+    length = demos.mask.sum(-1).long().clamp(max=T)  # (N,)
+    absorbing = torch.arange(T, device=ids.device)[None, :] >= length[:, None]  # (N, T)
+    return Transitions(demos.prompt_ids, demos.prompt_mask, ids[:, :T], absorbing)
+
+
+class DiscriminatorReward(BaseReward):
+    """GAIL's learned reward as a textgym reward: R(x, y) = Σ_t r(D_w(s_t, a_t)) over the T steps
+    of the completion as a fixed-horizon episode (absorbing steps included), i.e. the return
+    :meth:`GAIL.relabel` pays on that episode. D_w's logit is log π_w - log π_θ: both are frozen
+    copies taken at export, so the reward stays fixed while another policy trains on it.
+
+    Args:
+        discriminator: D_w (copied).
+        policy: π_θ of D_w's logit (copied).
+        reward: "gail" (-log(1 - D)) or "airl" (log D - log(1 - D)).
+        horizon: T, the env's ``max_new_tokens``.
+    """
+
+    def __init__(
+        self, discriminator: Discriminator, policy: LanguageModel, reward: RewardType, horizon: int
+    ) -> None:
+        self.discriminator = copy.deepcopy(discriminator).eval().requires_grad_(False)
+        self.policy, self.reward, self.horizon = frozen_copy(policy), reward, horizon
+        self.name = f"gail_{reward}"
+
+    @torch.no_grad()
+    def _score(
+        self, prompts: list[str], completions: list[str], references: list[tuple[str, ...]] | None
+    ) -> np.ndarray:  # (B,)
+        demos = Demonstrations.from_pairs(self.policy, list(zip(prompts, completions, strict=True)))
+        x = fixed_horizon(demos.to(self.policy.device), self.horizon, self.policy.pad_token_id)
+        logits = self.discriminator(x, token_logprobs(self.policy, x))  # (B, T)
+        return REWARDS[self.reward](logits).sum(1).double().cpu().numpy()
+
+
 class GAIL(Agent):
     """Generative adversarial imitation learning for a policy LM (the native PPO as generator).
 
@@ -228,11 +268,7 @@ class GAIL(Agent):
 
     def _expert_transitions(self, demos: Demonstrations) -> Transitions:
         """τ_E at the env's horizon: each demonstration, then absorbing steps up to T."""
-        T, pad = self.horizon, self.policy.pad_token_id
-        ids = F.pad(demos.completion_ids, (0, max(0, T - demos.completion_ids.shape[1])), value=pad)
-        length = demos.mask.sum(-1).long().clamp(max=T)  # (N,) a longer one is cut, like the env
-        absorbing = torch.arange(T, device=self.device)[None, :] >= length[:, None]  # (N, T)
-        return Transitions(demos.prompt_ids, demos.prompt_mask, ids[:, :T], absorbing)
+        return fixed_horizon(demos, self.horizon, self.policy.pad_token_id)
 
     def _logits(self, x: Transitions) -> Tensor:  # (B, T)
         """D_w's logits under the current π_θ (a constant for the discriminator's gradient)."""
@@ -302,6 +338,13 @@ class GAIL(Agent):
     def learn(self, n_updates: int) -> list[dict[str, float]]:
         """Run ``n_updates`` iterations of Algorithm 1: rollout, D_w steps, PPO update."""
         return self.ppo.learn(n_updates)
+
+    def reward(self) -> DiscriminatorReward:
+        """The current D_w's reward (``config.reward``) as a textgym reward, e.g. to train a fresh
+        policy on: ``gym.make_vec("TextGen-v0", ..., reward=agent.reward())``."""
+        return DiscriminatorReward(
+            self.discriminator, self.policy, self.config.reward, self.horizon
+        )
 
     def _write_parts(self, path: Path) -> list[str]:
         self.ppo.save(path / "ppo")  # the generator: policy, reference, value head, RNGs

@@ -43,6 +43,7 @@ _LAZY: dict[str, str] = {
     "SemanticSimilarity": "similarity",
     "RewardModel": "reward_model",
     "RewardModelReward": "reward_model",
+    "LinearReward": "linear",
     "Length": "simple",
     "Repetition": "simple",
     "KeywordInclusion": "simple",

@@ -288,6 +288,7 @@ REWARDS: dict[str, Callable[..., Reward]] = {
     "toxicity": _lazy("ProfanityToxicity"),
     "similarity": _lazy("SemanticSimilarity"),
     "reward_model": _lazy("RewardModelReward"),
+    "linear": _lazy("LinearReward"),
     "length": _lazy("Length"),
     "repetition": _lazy("Repetition"),
     "keywords": _lazy("KeywordInclusion"),

@@ -23,6 +23,7 @@ from textgym.agents import (
     DistillConfig,
     DPOConfig,
     GAILConfig,
+    IRLConfig,
     IterativeDPOConfig,
     PPOConfig,
     REINFORCEConfig,
@@ -42,6 +43,7 @@ CONFIGS: list[type] = [
     IterativeDPOConfig,
     RewardModelConfig,
     DistillConfig,
+    IRLConfig,
 ]
 NAN, INF = math.nan, math.inf
 
