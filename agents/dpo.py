@@ -21,9 +21,13 @@ log π_ref(y_w|x), log π_ref(y_l|x) -> logp_ref_w, logp_ref_l.
 
 Engineering choices: log π_ref is computed once per dataset and cached (the reference never
 changes); chosen and rejected rows go through π_θ in one concatenated forward; dropout stays off
-(the policy is kept in eval mode, like TRL's ``disable_dropout``) so that π_θ = π_ref exactly before
-the first update and the loss is log 2 there. The data order of epoch e is a permutation drawn from
-(seed, e) alone, so the step count restores it on resume and nothing else is random.
+(the policy is kept in eval mode, like TRL's ``disable_dropout``) so that π_θ = π_ref before the
+first update and the loss is log 2 there. With ``packing`` (the default) the π_θ and π_ref passes
+run on the real tokens only, packed with restarting positions (``textgym.packing``: the same
+log-probs without the padding's matrix products, equal to float rounding; as a row's sums depend
+on where it sits in a pack, π_θ = π_ref holds to ~1e-6 there, not bit for bit). The data order of
+epoch e is a permutation drawn from (seed, e) alone, so the step count restores it on resume and
+nothing else is random.
 
 Data parallelism (``accelerator=``, from ``accelerate``): every process draws the same global batch
 of B pairs and takes its contiguous share of B_r pairs (rank order); the policy goes through
@@ -49,15 +53,9 @@ from torch import Tensor, nn
 
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
-from textgym.preference import (
-    PreferenceBatch,
-    PreferencePair,
-    cached_logps,
-    sequence_logps,
-    tokenize_pairs,
-    without_ties,
-)
-from textgym.training import frozen_copy, progress, resolve_device
+from textgym.packing import CompletionLogps, completion_logps_cached
+from textgym.preference import PreferenceBatch, PreferencePair, tokenize_pairs, without_ties
+from textgym.training import adamw, frozen_copy, progress, resolve_device
 
 LossType = Literal["sigmoid", "dpop", "ipo", "cdpo"]
 
@@ -88,6 +86,8 @@ class DPOConfig:
     """Evaluate on the held-out pairs every this many updates (0: only when asked)."""
     seed: int = 0
     """Seed of the data order."""
+    packing: bool = True
+    """Score the rows packed, padding-free (``textgym.packing``); False: as one padded batch."""
 
     def __post_init__(self) -> None:
         check_fields(self)  # also: an unknown loss name is a ValueError
@@ -195,23 +195,6 @@ def pair_metrics(p: PairLogps, beta: float) -> dict[str, float]:
     return {k: v.item() for k, v in pair_means(p, beta).items()}
 
 
-class PolicyLogps(nn.Module):
-    """log π_θ(y|x) of a batch's rows as a module, so that DDP wraps the forward it syncs."""
-
-    lm: LanguageModel
-
-    def __init__(self, policy: LanguageModel) -> None:
-        super().__init__()
-        self.model = policy.model
-        object.__setattr__(self, "lm", policy)  # not a submodule: its model is registered above
-
-    def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor
-    ) -> Tensor:  # (2B,)
-        batch = PreferenceBatch(input_ids, attention_mask, completion_mask)
-        return sequence_logps(self.lm, batch)
-
-
 class DPO(Agent):
     """Direct preference optimisation of ``policy`` on fixed (x, y_w, y_l) pairs.
 
@@ -274,24 +257,25 @@ class DPO(Agent):
         self.ref.model.eval().requires_grad_(False)
         self.data = self._tokenize(data)
         self.eval_data = None if eval_data is None else self._tokenize(eval_data)
-        self.ref_logps = cached_logps(self.ref, self.data) if ref_logps is None else ref_logps.cpu()
+        self.ref_logps = self._ref_logps(self.data) if ref_logps is None else ref_logps.cpu()
         self.eval_ref_logps = eval_ref_logps
         if self.eval_data is not None and eval_ref_logps is None:
-            self.eval_ref_logps = cached_logps(self.ref, self.eval_data)
+            self.eval_ref_logps = self._ref_logps(self.eval_data)
         if self.ref_logps.shape != (2 * len(self.data),):
             raise ValueError(
                 f"ref_logps must be ({2 * len(self.data)},), got {tuple(self.ref_logps.shape)}"
             )
         self._check_shards()
         params = [q for q in self.policy.model.parameters() if q.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr)
+        self.optimizer = adamw(params, lr=config.lr, weight_decay=0.01)  # torch AdamW's default
         warmup = config.warmup_steps
         # Built on the plain optimizer and never prepared: accelerate's scheduler wrapper would
         # step W times per update.
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
         )
-        self.policy_logps: nn.Module = PolicyLogps(self.policy)  # no DDP: for evaluate()
+        # A module, so that DDP wraps the forward it syncs; this one (no DDP) is for evaluate().
+        self.policy_logps: nn.Module = CompletionLogps(self.policy, packing=config.packing)
         self.trainable: nn.Module = self.policy_logps
         if accelerator is not None:
             self.trainable, self.optimizer = accelerator.prepare(self.trainable, self.optimizer)
@@ -326,6 +310,10 @@ class DPO(Agent):
                 raise ValueError("DPO needs at least one preference pair (data=...)")
             data = tokenize_pairs(self.policy, data, max_length=self.config.max_length)
         return without_ties(data)
+
+    def _ref_logps(self, data: PreferenceBatch, batch_size: int = 32) -> Tensor:
+        """log π_ref of all 2N rows of ``data`` (chosen first), on the CPU."""
+        return completion_logps_cached(self.ref, data, batch_size, packing=self.config.packing)
 
     def _pair_logps(
         self, data: PreferenceBatch, ref: Tensor, index: Tensor, logps: nn.Module
@@ -413,7 +401,7 @@ class DPO(Agent):
             batch, ref = self.eval_data, self.eval_ref_logps
         else:
             batch = self._tokenize(data)
-            ref = cached_logps(self.ref, batch, batch_size)
+            ref = self._ref_logps(batch, batch_size)
         parts = [  # every process scores all pairs with the unwrapped policy: no collectives
             self._pair_logps(
                 batch, ref, torch.arange(i, min(i + batch_size, len(batch))), self.policy_logps

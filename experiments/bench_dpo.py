@@ -10,12 +10,16 @@ gives the median (min-max) pairs/s over repeats and the median over repeats of t
 ratio: runs made seconds apart see the same foreign load, which a shared machine has plenty of.
 
 Rows:
-    textgym DPO            reference log-probs cached once per dataset (the default)
+    textgym DPO (packed)   reference log-probs cached once per dataset, rows packed padding-free
+                           (the defaults; ``textgym.packing``)
+    textgym DPO (padded)   the same with ``DPOConfig(packing=False)``: one padded batch
     TRL DPOTrainer         TRL's default: the reference model runs on every step
     TRL DPOTrainer (pre)   TRL with precompute_ref_log_probs=True, the like-for-like setting
 
-The ratio that the target is about is textgym / TRL default (TRL 1.16 measured 38 pairs/s here on
-a tiny GPT-2); the like-for-like ratio is printed too. Usage::
+The pairs' rows have different lengths: the padding fraction of the padded batches and the filler
+fraction of the packed rows are printed under the table. The ratio that the target is about is
+textgym (packed, the default) / TRL default (TRL 1.16 measured 38 pairs/s here on a tiny GPT-2);
+the like-for-like ratio and packed / padded are printed too. Usage::
 
     python experiments/bench_dpo.py            # full run
     python experiments/bench_dpo.py --quick    # about a minute
@@ -44,8 +48,10 @@ from textgym.agents.dpo import DPO, DPOConfig
 
 import textgym
 from textgym.assets.bench_models import MODEL_HELP, bench_model
+from textgym.hf import hidden_size
 from textgym.lm import LanguageModel
-from textgym.preference import PreferencePair
+from textgym.packing import pack, pack_rows, padding_fraction
+from textgym.preference import PreferenceBatch, PreferencePair
 from textgym.provenance import describe
 
 TARGET = 1.5
@@ -82,15 +88,15 @@ def make_pairs(n: int) -> list[PreferencePair]:
 class TextgymRunner:
     """textgym's DPO; reference log-probs are cached at construction, before any clock starts."""
 
-    name = "textgym DPO (cached pi_ref)"
-
-    def __init__(self, cfg: BenchConfig, pairs: list[PreferencePair]) -> None:
+    def __init__(self, cfg: BenchConfig, pairs: list[PreferencePair], packing: bool) -> None:
+        self.name = f"textgym DPO ({'packed' if packing else 'padded'})"
         lm = LanguageModel.from_pretrained(cfg.model, device="cpu", compute_dtype=cfg.compute_dtype)
         dpo_cfg = DPOConfig(
             batch_size=cfg.batch_size,
             max_length=cfg.max_length,
             lr=1e-5,
             seed=cfg.seed,
+            packing=packing,
         )
         self.cfg = cfg
         self.agent = DPO(lm, data=pairs, config=dpo_cfg, device="cpu", progress_bar=False)
@@ -165,6 +171,20 @@ class TRLRunner:
         return (len(timed) - 1) * self.cfg.batch_size / (timed[-1] - timed[0])
 
 
+def padding_stats(data: PreferenceBatch, batch_size: int, hidden: int) -> tuple[float, float]:
+    """Mean over one epoch's batches (seed 0) of the padded batches' padding fraction and of the
+    filler fraction of the same rows packed as ``textgym.packing`` packs them."""
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    pad, filler = [], []
+    for i in range(0, len(data), batch_size):
+        batch = data.select(order[i : i + batch_size])
+        pad.append(padding_fraction(batch.attention_mask))
+        rows = pack_rows(batch.attention_mask.sum(1).tolist(), hidden)
+        packed = pack(batch.input_ids, batch.attention_mask, rows)
+        filler.append(1.0 - len(packed.src) / packed.input_ids.numel())
+    return statistics.mean(pad), statistics.mean(filler)
+
+
 def fmt(xs: list[float]) -> str:
     if not xs:
         return "TRL not installed"
@@ -201,7 +221,11 @@ def main() -> int:
     pairs = make_pairs(cfg.n_pairs)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TQDM_DISABLE", "1")
-    runners: list[Any] = [TextgymRunner(cfg, pairs)]
+    packed, padded = (
+        TextgymRunner(cfg, pairs, packing=True),
+        TextgymRunner(cfg, pairs, packing=False),
+    )
+    runners: list[Any] = [packed, padded]
     with contextlib.suppress(ImportError):
         runners += [TRLRunner(cfg, pairs, precompute=False), TRLRunner(cfg, pairs, precompute=True)]
     speeds: dict[str, list[float]] = {r.name: [] for r in runners}
@@ -231,7 +255,7 @@ def main() -> int:
         f"{describe('trl')}; load average before/after {load:.2f}/{load_after:.2f}"
         + (f"  (WARNING: foreign load on {os.cpu_count()} cores)" if busy else "")
     )
-    ours = speeds[TextgymRunner.name]
+    ours = speeds[packed.name]
 
     def ratio_to(name: str) -> float:
         """Median over repeats of textgym / ``name``, each from windows seconds apart."""
@@ -242,6 +266,12 @@ def main() -> int:
     print(f"{'-' * 34}+{'-' * 25}+{'-' * 15}")
     for name, xs in speeds.items():
         print(f"{name:<34}| {fmt(xs):<24}| {ratio_to(name):.2f}")
+    agent = packed.agent
+    pad, filler = padding_stats(agent.data, cfg.batch_size, hidden_size(agent.policy.model.config))
+    print(
+        f"\npacked / padded: {ratio_to(padded.name):.2f}; padding in the padded batches "
+        f"{pad:.1%} of the tokens, filler in the packed rows {filler:.1%}"
+    )
     default = "TRL DPOTrainer (default)"
     if default not in speeds:
         print("TRL not installed: pip install trl to compare")

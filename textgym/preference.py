@@ -342,21 +342,27 @@ def sequence_logps(lm: LanguageModel, batch: PreferenceBatch) -> Tensor:  # (2B,
 
 
 @torch.no_grad()
-def cached_logps(lm: LanguageModel, data: PreferenceBatch, batch_size: int = 32) -> Tensor:
+def cached_logps(
+    lm: LanguageModel,
+    data: PreferenceBatch,
+    batch_size: int = 32,
+    score: Callable[[LanguageModel, PreferenceBatch], Tensor] | None = None,
+) -> Tensor:
     """``sequence_logps`` of all 2N rows of ``data`` (chosen first), in chunks, without gradients.
 
     Args:
         lm: the model, e.g. π_ref.
         data: N pairs (on any device).
         batch_size: pairs per forward.
+        score: how a chunk is scored (``(lm, chunk) -> (2b,)``, chosen rows first); None:
+            :func:`sequence_logps` (``textgym.packing.completion_logps`` scores packed).
 
     Returns:
         (2N,) float32 on the CPU, in ``data``'s row order.
     """
+    score = sequence_logps if score is None else score
     chunks = [
-        sequence_logps(
-            lm, data.select(torch.arange(i, min(i + batch_size, len(data)))).to(lm.device)
-        )
+        score(lm, data.select(torch.arange(i, min(i + batch_size, len(data)))).to(lm.device))
         for i in range(0, len(data), batch_size)
     ]  # each (2b,): the chosen then the rejected rows of its slice
     halves = [c.chunk(2) for c in chunks]

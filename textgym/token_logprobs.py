@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 if TYPE_CHECKING:
     from textgym.lm import LanguageModel
 
-__all__ = ["last_logprobs"]
+__all__ = ["checked_head", "head_logprobs", "last_logprobs"]
 
 
 def _picked_logp(hidden: Tensor, targets: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -54,27 +54,71 @@ def last_logprobs(lm: LanguageModel, input_ids: Tensor, attention_mask: Tensor, 
     return torch.where(valid, logp, torch.zeros_like(logp))  # where, not *: never 0 * nan
 
 
-def _chunked(lm: LanguageModel, ids: Tensor, mask: Tensor, n: int, chunk: int) -> Tensor:
-    out = lm._call(ids, mask, None, use_cache=False, logits_to_keep=1, output_hidden_states=True)
-    hidden = out.hidden_states[-1]  # (B, L, H) after the final norm
+def checked_head(lm: LanguageModel, hidden: Tensor, logits: Tensor, fix: str) -> torch.nn.Linear:
+    """The LM head, once checked to give the model's own logits from the last hidden state.
+
+    Args:
+        lm: the model.
+        hidden: ``(..., H)`` last hidden states (after the final norm) of a few positions.
+        logits: ``(..., V)`` the model's logits at the same positions.
+        fix: what the error tells the caller to do when the check fails.
+
+    Raises:
+        ValueError: the head is not an ``nn.Linear``, or the logits are scaled or soft-capped.
+    """
     head = lm.model.get_output_embeddings()
     if not isinstance(head, torch.nn.Linear):
         raise ValueError(
-            f"logprob_chunk needs an nn.Linear LM head, {type(lm.model).__name__} has "
-            f"{type(head).__name__}: set logprob_chunk = None"
+            f"computing log-probs from hidden states needs an nn.Linear LM head, "
+            f"{type(lm.model).__name__} has {type(head).__name__}: {fix}"
         )
     with lm.autocast(), torch.no_grad():
-        last = F.linear(hidden[:, -1:], head.weight, head.bias).float()
-    if not torch.allclose(last, out.logits[:, -1:].float(), rtol=1e-3, atol=1e-3):
+        mine = F.linear(hidden, head.weight, head.bias).float()
+    if not torch.allclose(mine, logits.float(), rtol=1e-3, atol=1e-3):
         raise ValueError(
             f"{type(lm.model).__name__}'s logits are not lm_head(last hidden state) (scaled or "
-            "soft-capped): set logprob_chunk = None"
+            f"soft-capped): {fix}"
         )
-    targets = ids[:, -n:]
-    states = hidden[:, -(n + 1) : -1]  # (B, n, H): position t - 1 predicts x_t
-    parts = []
+    return head
+
+
+def head_logprobs(
+    lm: LanguageModel, head: torch.nn.Linear, states: Tensor, targets: Tensor, chunk: int | None
+) -> Tensor:
+    """log p(target | state) through the LM head: ``states[:, i]`` predicts ``targets[:, i]``.
+
+    Args:
+        lm: the model (for its autocast).
+        head: its LM head, checked by :func:`checked_head`.
+        states: ``(B, n, H)`` hidden states after the final norm.
+        targets: ``(B, n)`` the token ids they predict.
+        chunk: positions per head call under activation checkpointing; None: all at once (the
+            ``(B, n, V)`` float32 logits are then kept for the backward, as a plain forward does).
+
+    Returns:
+        ``(B, n)`` float32.
+    """
+    n = targets.shape[1]
     with lm.autocast():
-        for s in range(0, n, chunk):
-            args = (states[:, s : s + chunk], targets[:, s : s + chunk], head.weight, head.bias)
-            parts.append(checkpoint(_picked_logp, *args, use_reentrant=False))
+        if chunk is None or chunk >= n:
+            return _picked_logp(states, targets, head.weight, head.bias)
+        parts = [
+            checkpoint(
+                _picked_logp,
+                states[:, s : s + chunk],
+                targets[:, s : s + chunk],
+                head.weight,
+                head.bias,
+                use_reentrant=False,
+            )
+            for s in range(0, n, chunk)
+        ]
     return torch.cat(parts, dim=1)  # (B, n)
+
+
+def _chunked(lm: LanguageModel, ids: Tensor, mask: Tensor, n: int, chunk: int) -> Tensor:
+    out = lm._call(ids, mask, None, use_cache=False, logits_to_keep=1, output_hidden_states=True)
+    hidden = out.hidden_states[-1]  # (B, L, H) after the final norm
+    head = checked_head(lm, hidden[:, -1:], out.logits[:, -1:], "set logprob_chunk = None")
+    # position t - 1 predicts x_t
+    return head_logprobs(lm, head, hidden[:, -(n + 1) : -1], ids[:, -n:], chunk)  # (B, n)

@@ -80,8 +80,12 @@ def test_two_processes_make_the_same_dpo_updates_as_one(tmp_path: Path) -> None:
     a, b = torch.load(one / "result.pt"), torch.load(two / "result.pt")
     assert (a["world"], b["world"]) == (1, 2)  # the launch really made two processes
     assert len(a["history"]) == len(b["history"]) == 4
-    for row_a, row_b in zip(a["history"], b["history"], strict=True):
+    for i, (row_a, row_b) in enumerate(zip(a["history"], b["history"], strict=True)):
         for key in KEYS:  # grad_norm is taken before clipping: it sees the loss's scale
+            if i == 0 and key == "accuracy":
+                # At π_θ = π_ref every margin is 0 up to the rounding of packed sums (~1e-6),
+                # whose sign depends on how each process's shard was packed: r_w > r_l is noise.
+                continue
             # abs: float32 rounding of log-prob sums of size ~30 (seen: 1.3e-6 at π_θ = π_ref)
             assert row_b[key] == pytest.approx(row_a[key], rel=1e-5, abs=1e-5), key
     lm = textgym.LanguageModel.from_pretrained(textgym.DEFAULT_MODEL, device="cpu")
