@@ -66,15 +66,28 @@ class AdapterOff:
 class Trainable(nn.Module):
     """Policy trunk + value head as one module, so that DDP sees (and averages) every gradient."""
 
-    def __init__(self, policy: LanguageModel, value_head: ValueHead | None, sampling: Sampling):
+    def __init__(
+        self,
+        policy: LanguageModel,
+        value_head: ValueHead | None,
+        sampling: Sampling,
+        entropy_grad: bool = True,
+    ):
         super().__init__()
         self.model = policy.model
         self.value_head = value_head
         object.__setattr__(self, "lm", policy)  # not a submodule: its model is registered above
         self.sampling = sampling
+        self.entropy_grad = entropy_grad  # False: the entropy is only logged
 
     def forward(self, rollout: Rollout) -> tuple[Tensor, Tensor, Tensor | None]:
-        return evaluate(self.lm, rollout, self.sampling.temperature, self.value_head)  # type: ignore[arg-type]
+        return evaluate(
+            self.lm,  # type: ignore[arg-type]  # set with object.__setattr__, not a submodule
+            rollout,
+            self.sampling.temperature,
+            self.value_head,
+            entropy_grad=self.entropy_grad,
+        )
 
 
 def check_finite(update: int, terms: dict[str, Tensor]) -> None:
@@ -142,7 +155,9 @@ class OnPolicyAgent(Agent):
         if self._needs_value_head():
             head = ValueHead(hidden_size(policy.model.config)).to(self.device)
         self.value_head = head
-        self.trainable: nn.Module = Trainable(policy, head, config.sampling)
+        # The entropy enters a loss only through PPO's ent_coef; otherwise no gradient through it.
+        entropy_grad = getattr(config, "ent_coef", 0.0) != 0
+        self.trainable: nn.Module = Trainable(policy, head, config.sampling, entropy_grad)
         params = [p for p in self.trainable.parameters() if p.requires_grad]
         self.optimizer = adamw(params, lr=config.lr)
         # With a compute dtype, rollouts are sampled by a low-precision copy of the policy,

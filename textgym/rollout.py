@@ -336,7 +336,11 @@ def completion_logprobs(
 
 
 def evaluate_logits(
-    logits: Tensor, rollout: Rollout, temperature: float = 1.0, entropy: bool = True
+    logits: Tensor,
+    rollout: Rollout,
+    temperature: float = 1.0,
+    entropy: bool = True,
+    entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """log π(a_t|s_t) and the entropy of π(·|s_t) from full-sequence logits ``(B, L, V)``.
 
@@ -345,7 +349,9 @@ def evaluate_logits(
 
     Returns:
         ``(logprobs, entropy)``, both ``(B, T)`` float32, 0 where ``completion_mask`` is 0;
-        entropy is None when not asked for (it costs a pass over ``(B, T, V)``).
+        entropy is None when not asked for (it costs a pass over ``(B, T, V)``); with
+        ``entropy_grad=False`` it is computed without gradients (for logging: backward then keeps
+        no ``(B, T, V)`` tensor of it).
     """
     mask = rollout.completion_mask
     logp, logp_all = completion_logprobs(
@@ -353,6 +359,8 @@ def evaluate_logits(
     )
     if not entropy:
         return logp, None
+    if not entropy_grad:
+        logp_all = logp_all.detach()
     probs = logp_all.exp()  # (B, T, V)
     ent = -(probs * logp_all.masked_fill(probs == 0, 0.0)).sum(-1) * mask  # (B, T)
     return logp, ent
@@ -363,6 +371,7 @@ def evaluate(
     rollout: Rollout,
     temperature: float = 1.0,
     value_head: Callable[[Tensor], Tensor] | None = None,
+    entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Recompute log π_θ(a_t|s_t) (with gradients), the entropy, and V(s_t) in one forward pass.
 
@@ -371,6 +380,7 @@ def evaluate(
         rollout: the episodes to score (its ``action_masks`` give each step's support).
         temperature: the temperature the rollout was sampled at.
         value_head: ``hidden (B, L, H) -> (B, L)``; None skips values.
+        entropy_grad: False when the loss does not use the entropy (it is then only logged).
 
     Returns:
         ``(logprobs (B, T), entropy (B, T), values (B, T) or None)``, 0 where masked.
@@ -384,6 +394,6 @@ def evaluate(
         P, T = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
         # s_t is the prefix ending at position P - 1 + t (the token before a_t).
         values = value_head(hidden[:, P - 1 : P - 1 + T]).float() * rollout.completion_mask
-    logp, entropy = evaluate_logits(logits, rollout, temperature)
+    logp, entropy = evaluate_logits(logits, rollout, temperature, entropy_grad=entropy_grad)
     assert entropy is not None
     return logp, entropy, values

@@ -28,6 +28,7 @@ __all__ = [
     "ValueHead",
     "adamw",
     "check_policy_env",
+    "checkpoint_activations",
     "env_rng_state",
     "frozen_copy",
     "is_peft",
@@ -115,6 +116,53 @@ def sync_weights(target: LanguageModel, source: LanguageModel) -> None:
     dst = {**dict(target.model.named_parameters()), **dict(target.model.named_buffers())}
     for name, value in [*source.model.named_parameters(), *source.model.named_buffers()]:
         dst[name].copy_(value)  # tied weights are listed once
+
+
+def checkpoint_activations(lm: LanguageModel, enabled: bool = True) -> None:
+    """Recompute each transformer block's activations in the backward pass instead of keeping them.
+
+    Trades about one more forward pass per training step for memory: a block keeps only its input
+    for backward, not its attention and MLP activations (at 124M parameters and 16 x 256 tokens,
+    4 GiB of a DPO step's 7.5 GiB). Passes without gradients (rollouts, π_ref) are unchanged.
+
+    How: ``transformers``' own per-block checkpointing (blocks that are a
+    ``GradientCheckpointingLayer``), switched on for the blocks only.
+    ``model.gradient_checkpointing_enable`` would also need the model in train mode, i.e. dropout
+    on; here every block is marked training by a forward pre-hook while the rest of the model (its
+    dropout) stays in eval mode, so a
+    checkpointed pass computes exactly what an unchecked one does (agents keep their policies in
+    eval mode: recomputed log-probs must equal the behaviour log-probs).
+
+    Raises:
+        ValueError: the model has no such blocks (e.g. remote code with its own layer classes).
+    """
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model = lm.model
+    blocks = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not blocks:
+        raise ValueError(
+            f"{type(model).__name__} has no transformers GradientCheckpointingLayer blocks: "
+            "activation checkpointing is not available for it"
+        )
+    handle = getattr(model, "_textgym_checkpointing", None)
+    if handle is not None:
+        handle.remove()
+        model._textgym_checkpointing = None
+    for block in blocks:
+        block.gradient_checkpointing = enabled
+        block._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+        block.training = model.training  # as train()/eval() left it; the hook below overrides
+
+    def mark(module: nn.Module, args: Any) -> None:  # the blocks, not their dropout children
+        for block in blocks:
+            block.training = True
+
+    if enabled:
+        model._textgym_checkpointing = model.register_forward_pre_hook(mark)
 
 
 def adamw(params: Iterable[Tensor], *, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:

@@ -256,3 +256,20 @@ def test_ppo_raises_held_out_sentiment_with_bounded_kl() -> None:
     assert after["reward"] > before["reward"] + 0.15, (before, after)
     assert after["kl"] < 20.0, after
     assert max(row["kl"] for row in history) < 20.0
+
+
+@pytest.mark.parametrize("ent_coef", [0.0, 0.01])
+def test_entropy_has_gradients_only_when_the_loss_uses_it(
+    embedded_lm: LanguageModel, ent_coef: float
+) -> None:
+    policy = LanguageModel(
+        GPT2LMHeadModel.from_pretrained(embedded_lm.model.name_or_path), embedded_lm.tokenizer
+    )
+    env = make_env(policy, num_envs=4, reward=lambda prompt, completion: 1.0)
+    agent = PPO(policy, env, config=PPOConfig(ent_coef=ent_coef), progress_bar=False)
+    rollout = agent.collect()
+    logp, entropy, _ = agent.trainable(rollout)
+    assert logp.requires_grad
+    assert entropy.requires_grad == (ent_coef != 0)  # logged only: backward keeps no (B, T, V)
+    with_grad = evaluate(policy, rollout, value_head=agent.value_head)[1]
+    assert_close(entropy, with_grad)  # the same values either way
