@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import dataclasses
 import io
-import json
 import logging
 import os
 import statistics
@@ -40,7 +39,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +49,7 @@ from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.hf import hidden_size
 from textgym.lm import LanguageModel
 from textgym.packing import pack, pack_rows, padding_fraction
-from textgym.preference import PreferenceBatch, PreferencePair
+from textgym.preference import PreferenceBatch, PreferencePair, review_pairs
 from textgym.provenance import describe
 
 TARGET = 1.5
@@ -70,19 +68,6 @@ class BenchConfig:
     seed: int = 0
     compute_dtype: str | None = None
     """None: float32 on both sides; "bf16": textgym's compute_dtype and TRL's bf16=True."""
-
-
-def make_pairs(n: int) -> list[PreferencePair]:
-    """Review prompts with two different reference reviews as chosen and rejected."""
-    path = Path(textgym.ASSETS) / "data" / "reviews.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    refs = [r["references"][0] for r in rows]
-    return [
-        PreferencePair(
-            rows[i % len(rows)]["prompt"], refs[i % len(refs)], refs[(i * 7 + 3) % len(refs)]
-        )
-        for i in range(n)
-    ]
 
 
 class TextgymRunner:
@@ -218,7 +203,7 @@ def main() -> int:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     load = os.getloadavg()[0]
-    pairs = make_pairs(cfg.n_pairs)
+    pairs = review_pairs(cfg.n_pairs)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TQDM_DISABLE", "1")
     packed, padded = (

@@ -42,7 +42,6 @@ from typing import Any
 import gymnasium as gym
 import textgym.rewards
 import torch
-from bench_dpo import make_pairs  # experiments/ is on sys.path when this runs as a script
 from textgym.agents import DPO, PPO, REINFORCE, DPOConfig, PPOConfig, REINFORCEConfig
 from torch import Tensor
 from transformers import TrainerCallback
@@ -52,6 +51,7 @@ import textgym.tasks
 from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.decoding import greedy
 from textgym.lm import LanguageModel
+from textgym.preference import review_pairs
 from textgym.provenance import describe
 from textgym.rollout import collect
 
@@ -287,7 +287,7 @@ def on_policy(cfg: CheckConfig, kind: str) -> list[Check]:
 
 def dpo(cfg: CheckConfig) -> list[Check]:
     lm = load(cfg, "bf16")
-    pairs = make_pairs(cfg.dpo_batch * (cfg.dpo_steps + 1))
+    pairs = review_pairs(cfg.dpo_batch * (cfg.dpo_steps + 1))
     dpo_cfg = DPOConfig(batch_size=cfg.dpo_batch, max_length=64, lr=1e-5, seed=cfg.seed)
     agent = DPO(lm, data=pairs, config=dpo_cfg, device=cfg.device, progress_bar=False)
     speed = timed(lambda: len(agent.learn(1)) * cfg.dpo_batch, lm.device, cfg.dpo_steps)
@@ -359,7 +359,7 @@ def trl_dpo(cfg: CheckConfig, out: str) -> Speed:
     # A space between prompt and completion, as textgym tokenizes them apart (see bench_dpo).
     rows = [
         {"prompt": p.prompt, "chosen": " " + p.chosen, "rejected": " " + p.rejected}
-        for p in make_pairs(cfg.dpo_batch * (cfg.dpo_steps + 1))
+        for p in review_pairs(cfg.dpo_batch * (cfg.dpo_steps + 1))
     ]
     args = trl.DPOConfig(
         per_device_train_batch_size=cfg.dpo_batch, max_length=64,

@@ -269,3 +269,13 @@ def test_synthetic_preferences_argument_errors(lm: LanguageModel) -> None:
         synthetic_preferences(lm, [], r)
     with pytest.raises(ValueError, match="non-empty list"):
         synthetic_preferences(lm, "the movie", r)
+
+
+def test_review_pairs_are_distinct_shipped_reviews() -> None:
+    from textgym.preference import review_pairs
+
+    pairs = review_pairs(50)
+    assert len(pairs) == 50
+    assert all(p.chosen != p.rejected for p in pairs)  # no tied pair for DPO to drop
+    assert len({p.prompt for p in pairs}) > 1
+    assert review_pairs(50) == pairs  # deterministic: benches compare runs on the same data

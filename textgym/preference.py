@@ -222,6 +222,21 @@ def load_jsonl(
     return pairs
 
 
+def review_pairs(n: int) -> list[PreferencePair]:
+    """``n`` pairs for benchmarks and smoke runs, from the shipped review task: a review prompt
+    with two different reference reviews as chosen and rejected (no preference is implied)."""
+    from textgym.assets import load_jsonl as load_task_rows  # assets import nothing of textgym
+
+    rows = load_task_rows("reviews")
+    refs = [r["references"][0] for r in rows]
+    return [
+        PreferencePair(
+            rows[i % len(rows)]["prompt"], refs[i % len(refs)], refs[(i * 7 + 3) % len(refs)]
+        )
+        for i in range(n)
+    ]
+
+
 def completion_ids(lm: LanguageModel, texts: Sequence[str], add_eos: bool) -> list[list[int]]:
     """Token ids of completion texts (no special tokens added), EOS appended when ``add_eos``."""
     encoded = lm.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
