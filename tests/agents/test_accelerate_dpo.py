@@ -19,20 +19,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 from distributed import assert_same_updates, run_one_and_two
+from toy import PAIRS as TOY_PAIRS
 
 import textgym
-from textgym.preference import PreferencePair
 
-PAIRS = [
-    PreferencePair("the movie was", "great and i loved it", "bad"),
-    PreferencePair("the plot", "is very good", "is awful and bad"),
-    PreferencePair("a dog", "plays in the park", "sits"),
-    PreferencePair("this film", "was great", "was not good but bad"),
-    PreferencePair("i hated", "nothing", "the acting and the story"),
-    PreferencePair("the cat", "runs and plays", "sits on the red ball"),
-    PreferencePair("a film", "so good", "so bad"),
-    PreferencePair("the story", "was fun", "was long and dull"),
-]
+PAIRS = TOY_PAIRS
 KEYS = ("loss", "accuracy", "margin", "logp_chosen", "logratio_chosen", "grad_norm", "lr")
 
 

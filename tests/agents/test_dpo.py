@@ -27,23 +27,17 @@ from textgym.agents.dpo import (
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
 from textgym.rewards import make
 from torch.testing import assert_close
+from toy import PAIRS as TOY_PAIRS
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 import textgym
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
 from textgym.pair_sampling import sample_pairs
-from textgym.preference import PreferenceBatch, PreferencePair, sequence_logps, tokenize_pairs
+from textgym.preference import PreferenceBatch, sequence_logps, tokenize_pairs
 from textgym.tasks import load
 
-PAIRS = [
-    PreferencePair("the movie was", "great and i loved it", "bad"),
-    PreferencePair("the plot", "is very good", "is awful and bad"),
-    PreferencePair("a dog", "plays in the park", "sits"),
-    PreferencePair("this film", "was great", "was not good but bad"),
-    PreferencePair("i hated", "nothing", "the acting and the story"),
-    PreferencePair("the cat", "runs and plays", "sits on the red ball"),
-]
+PAIRS = TOY_PAIRS[:6]
 
 
 def _lm(path: str, seed: int | None = None) -> LanguageModel:

@@ -11,9 +11,21 @@ import torch
 from textgym.agents.dagger import collect_labelled
 
 from textgym import LanguageModel
+from textgym.preference import PreferencePair
 from textgym.tasks import Task
 
 PROMPTS = ["the movie was", "i loved the", "a dog runs in the park", "the plot", "this film is"]
+
+PAIRS = [  # word-level preference pairs of different lengths (the DPO tests' data)
+    PreferencePair("the movie was", "great and i loved it", "bad"),
+    PreferencePair("the plot", "is very good", "is awful and bad"),
+    PreferencePair("a dog", "plays in the park", "sits"),
+    PreferencePair("this film", "was great", "was not good but bad"),
+    PreferencePair("i hated", "nothing", "the acting and the story"),
+    PreferencePair("the cat", "runs and plays", "sits on the red ball"),
+    PreferencePair("a film", "so good", "so bad"),
+    PreferencePair("the story", "was fun", "was long and dull"),
+]
 
 
 def good_count(prompt: str, completion: str) -> float:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from textgym.agents.dpo import DPO, DPOConfig
 from torch.testing import assert_close
+from toy import PAIRS as TOY_PAIRS
 from transformers import GPT2LMHeadModel
 
 from textgym import LanguageModel
 from textgym.packing import check_isolation, pack, pack_rows, packed_logprobs
-from textgym.preference import PreferencePair
 
 LENGTHS = [1, 17, 3, 30, 2, 9]  # very different lengths, a length-1 row among them
 
@@ -129,14 +129,7 @@ def test_a_scaled_head_is_refused(tiny_gpt2_dir: str) -> None:
         hook.remove()
 
 
-PAIRS = [
-    PreferencePair("the movie was", "great and i loved it", "bad"),
-    PreferencePair("the plot", "is very good", "is awful and bad"),
-    PreferencePair("a dog", "plays in the park", "sits"),
-    PreferencePair("this film", "was great", "was not good but bad"),
-    PreferencePair("i hated", "nothing", "the acting and the story"),
-    PreferencePair("the cat", "runs and plays", "sits on the red ball"),
-]
+PAIRS = TOY_PAIRS[:6]
 
 
 def test_dpo_with_packing_trains_like_padded(tiny_gpt2_dir: str) -> None:
