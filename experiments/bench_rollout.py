@@ -2,7 +2,8 @@
 
 Same model, same prompts (the env's own reset picks them), batch 64, up to 48 new tokens, plain
 sampling (temperature 1, no top-k/top-p), the task's sequence reward scored at the end, fp32 on
-this machine's CPU. Rows:
+this machine's CPU (``--compute-dtype bf16``: both sides on the bf16-weight copy the agents sample
+with, under autocast, and a row of textgym bf16 against textgym fp32 from the same run). Rows:
 
     textgym env + KV cache   the policy's cache lives beside the vector env: the prompt is fed once,
                              then one token per step (``LanguageModel.step``); the env appends,
@@ -51,6 +52,7 @@ from textgym.envs import TextGenVectorEnv, to_left_padded
 from textgym.lm import LanguageModel
 from textgym.provenance import git_sha
 from textgym.rollout import collect
+from textgym.training import frozen_copy
 
 TARGET = 0.9
 
@@ -227,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compute-dtype",
         choices=["bf16"],
-        help="mixed precision on both sides: textgym's compute_dtype, generate under autocast",
+        help="bf16 on both sides: the bf16-weight copy agents sample with, generate on it under "
+        "autocast; plus a textgym fp32 row",
     )
     parser.add_argument("--quick", action="store_true", help="3 repeats, about a minute")
     parser.add_argument("--check", action="store_true", help="exit 1 when ratio < target")
@@ -246,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()[0]
     lm = LanguageModel.from_pretrained(cfg.model, device="cpu", compute_dtype=args.compute_dtype)
+    fp32: LanguageModel | None = None
+    if lm.compute_dtype is not None:
+        # What the agents sample with under a compute dtype: a frozen copy in bf16 weights (no
+        # per-step weight casts), on both sides; the float32 model runs beside it for the
+        # bf16 / fp32 row of the same run.
+        fp32, lm = lm, frozen_copy(lm)
     venv = TextGenVectorEnv(
         cfg.batch_size, model=lm, task=cfg.task, max_new_tokens=cfg.max_new_tokens
     )
@@ -259,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     naive: list[Run] = []
     compacted: list[Run] = []
     full: list[Run] = []
+    single: list[Run] = []  # the float32 model's env rollouts, with --compute-dtype
     for r in range(cfg.repeats):  # interleaved, so that both sides see the same load
         seed = cfg.seed + r
         ours.append(env_rollout(lm, venv, seed, cache=True))
@@ -267,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             naive.append(env_rollout(lm, venv, seed, cache=False))
         compacted.append(collect_rollout(lm, venv, seed, compact=True))
         full.append(collect_rollout(lm, venv, seed, compact=False))
+        if fp32 is not None:
+            single.append(env_rollout(fp32, venv, seed, cache=True))
     load_after = os.getloadavg()[0]
 
     o, o_sd = median_run(ours, lambda x: x.row_steps_per_s)
@@ -312,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     if naive:
         n, _ = median_run(naive, lambda x: x.row_steps_per_s)
         print(f"| {'row-steps/s, env without cache':34} | {n:16.0f} | {g:16.0f} | {n / g:6.2f} |")
+    if single:
+        s, _ = median_run(single, lambda x: x.row_steps_per_s)
+        label = "row-steps/s, textgym bf16 vs fp32"
+        print(f"| {label:34} | {o:16.0f} | {s:16.0f} | {o / s:6.2f} |")
     print_compaction(compacted, full)
     print()
     print(f"ratio: {ratio:.2f} (target >= {TARGET})")
