@@ -435,6 +435,20 @@ class LanguageModel:
         )
         return out.logits, out.hidden_states[-1] if hidden else out.logits.new_empty(0)
 
+    def last_hidden(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The last layer's hidden states ``(B, L, H)`` (after the final norm) and the logits of
+        the last position only ``(B, 1, V)``: for passes that run the LM head themselves, in
+        chunks (see :mod:`textgym.token_logprobs`)."""
+        out = self._call(
+            input_ids,
+            attention_mask,
+            None,
+            use_cache=False,
+            logits_to_keep=1,
+            output_hidden_states=True,
+        )
+        return out.hidden_states[-1], out.logits[:, -1:]
+
     # ------------------------------------------------------------------ log-probs
 
     def logprobs(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

@@ -34,7 +34,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from textgym.collection import Episodes, run_episodes
 from textgym.config import check_fields, check_range
@@ -49,6 +51,7 @@ from textgym.estimators import (
     whiten,
 )
 from textgym.lm import LanguageModel
+from textgym.token_logprobs import checked_head
 
 __all__ = [
     "Rollout",
@@ -386,6 +389,8 @@ def evaluate(
         ``(logprobs (B, T), entropy (B, T), values (B, T) or None)``, 0 where masked.
     """
     ids, mask = rollout.input_ids, rollout.attention_mask
+    if policy.logprob_chunk is not None:
+        return _evaluate_chunked(policy, rollout, temperature, value_head, entropy_grad)
     values = None
     if value_head is None:
         logits = policy.forward(ids, mask)  # (B, L, V)
@@ -396,4 +401,52 @@ def evaluate(
         values = value_head(hidden[:, P - 1 : P - 1 + T]).float() * rollout.completion_mask
     logp, entropy = evaluate_logits(logits, rollout, temperature, entropy_grad=entropy_grad)
     assert entropy is not None
+    return logp, entropy, values
+
+
+def _evaluate_chunked(
+    policy: LanguageModel,
+    rollout: Rollout,
+    temperature: float,
+    value_head: Callable[[Tensor], Tensor] | None,
+    entropy_grad: bool,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """:func:`evaluate` with ``policy.logprob_chunk = c``: the trunk runs once, then the LM head,
+    the behaviour distribution, the gather and the entropy run on c completion positions at a
+    time under activation checkpointing, so no ``(B, T, V)`` tensor is ever held whole (the same
+    values as the full pass; memory grows with c·V instead of T·V)."""
+    hidden, last = policy.last_hidden(rollout.input_ids, rollout.attention_mask)  # (B, L, H)
+    head = checked_head(policy, hidden[:, -1:], last, "set logprob_chunk = None")
+    P, T = rollout.prompt_ids.shape[1], rollout.completion_ids.shape[1]
+    states = hidden[:, P - 1 : P - 1 + T]  # (B, T, H): s_t ends at position P - 1 + t
+    mask = rollout.completion_mask
+    values = None if value_head is None else value_head(states).float() * mask
+    masks = rollout.action_masks
+    chunk = int(policy.logprob_chunk or T)
+
+    def piece(
+        states: Tensor, actions: Tensor, keep: Tensor, allowed: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        with policy.autocast():
+            logits = F.linear(states, head.weight, head.bias)  # (B, c, V)
+        logp_all = Sampling(temperature).logprobs(logits, allowed)  # float32
+        logp = logp_all.gather(-1, actions[..., None]).squeeze(-1)  # (B, c)
+        logq = logp_all if entropy_grad else logp_all.detach()
+        probs = logq.exp()
+        ent = -(probs * logq.masked_fill(probs == 0, 0.0)).sum(-1)  # (B, c)
+        return torch.where(keep, logp, 0.0), ent
+
+    parts = [
+        checkpoint(
+            piece,
+            states[:, s : s + chunk],
+            rollout.completion_ids[:, s : s + chunk],
+            mask[:, s : s + chunk] > 0,
+            None if masks is None else masks[:, s : s + chunk],
+            use_reentrant=False,
+        )
+        for s in range(0, T, chunk)
+    ]
+    logp = torch.cat([p[0] for p in parts], dim=1)  # (B, T)
+    entropy = torch.cat([p[1] for p in parts], dim=1) * mask  # (B, T)
     return logp, entropy, values

@@ -117,8 +117,7 @@ def head_logprobs(
 
 
 def _chunked(lm: LanguageModel, ids: Tensor, mask: Tensor, n: int, chunk: int) -> Tensor:
-    out = lm._call(ids, mask, None, use_cache=False, logits_to_keep=1, output_hidden_states=True)
-    hidden = out.hidden_states[-1]  # (B, L, H) after the final norm
-    head = checked_head(lm, hidden[:, -1:], out.logits[:, -1:], "set logprob_chunk = None")
+    hidden, last = lm.last_hidden(ids, mask)  # (B, L, H) after the final norm, (B, 1, V)
+    head = checked_head(lm, hidden[:, -1:], last, "set logprob_chunk = None")
     # position t - 1 predicts x_t
     return head_logprobs(lm, head, hidden[:, -(n + 1) : -1], ids[:, -n:], chunk)  # (B, n)

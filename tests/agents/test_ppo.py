@@ -273,3 +273,30 @@ def test_entropy_has_gradients_only_when_the_loss_uses_it(
     assert entropy.requires_grad == (ent_coef != 0)  # logged only: backward keeps no (B, T, V)
     with_grad = evaluate(policy, rollout, value_head=agent.value_head)[1]
     assert_close(entropy, with_grad)  # the same values either way
+
+
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(temperature=0.7, top_k=20)])
+def test_chunked_evaluate_equals_the_full_pass(
+    embedded_lm: LanguageModel, sampling: Sampling
+) -> None:
+    policy = LanguageModel(
+        GPT2LMHeadModel.from_pretrained(embedded_lm.model.name_or_path), embedded_lm.tokenizer
+    )
+    env = make_env(policy, num_envs=4, reward=lambda prompt, completion: 1.0)
+    agent = PPO(policy, env, config=PPOConfig(sampling=sampling), progress_bar=False)
+    rollout = agent.collect()
+    assert rollout.completion_ids.shape[1] > 3  # several chunks of 3 below
+
+    def run(chunk: int | None) -> list[torch.Tensor]:
+        policy.logprob_chunk = chunk
+        policy.model.zero_grad(set_to_none=True)
+        logp, ent, values = evaluate(policy, rollout, sampling.temperature, agent.value_head)
+        assert values is not None
+        (logp.sum() + ent.sum() + values.sum()).backward()
+        grads = [p.grad.clone() for p in policy.model.parameters() if p.grad is not None]
+        return [logp.detach(), ent.detach(), values.detach(), *grads]
+
+    full, chunked = run(None), run(3)
+    assert len(full) == len(chunked)
+    for a, b in zip(full, chunked, strict=True):
+        assert_close(a, b, rtol=1e-4, atol=1e-5)
