@@ -4,8 +4,10 @@ Both sides train a fresh copy of the same model (by default the 124M-parameter G
 model with GPT-2's 50,257-way LM head, ``textgym.assets.bench_models``), with AdamW, gradient
 clipping at 1.0, on the same batch, in float32 (``--compute-dtype bf16``: textgym's
 ``compute_dtype="bf16"`` and TRL's ``bf16=True``; TRL 1.16 defaults to bf16 even on a CPU, so its
-precision is always set explicitly). TRL keeps its other defaults, gradient checkpointing among
-them (``--trl-gradient-checkpointing off`` turns it off; textgym has no such switch).
+precision is always set explicitly). Activation checkpointing is the same on both sides: on by
+default (TRL's default ``gradient_checkpointing=True``; textgym's
+``training.checkpoint_activations`` plus log-probs over the vocabulary 64 positions at a time,
+``lm.logprob_chunk = 16``), off on both with ``--checkpointing off``. TRL keeps its other defaults.
 
 Rows (each measured in a fresh process, after one warm-up step, so Adam's moments exist):
 
@@ -84,10 +86,13 @@ from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.lm import LanguageModel
 from textgym.preference import PreferencePair
 from textgym.provenance import describe
+from textgym.training import checkpoint_activations
 
 TARGET = 0.6
 MIB = 2**20
 LR = 1e-5
+CHUNK = 16
+"""textgym's log-prob chunk (positions) when checkpointing is on."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,9 @@ class BenchConfig:
     """K: TRL RLOO's completions per prompt (ppo_batch / K prompts per step)."""
     beta: float = 0.05
     """KL coefficient of PPO and RLOO (> 0: both keep a reference model)."""
-    trl_gradient_checkpointing: bool = True
-    """TRL's own default (DPOConfig and RLOOConfig set it to True)."""
+    checkpointing: bool = True
+    """Activation checkpointing on both sides: TRL's own default (its DPOConfig and RLOOConfig set
+    gradient_checkpointing=True); textgym's checkpoint_activations with logprob_chunk = 16."""
     logprob_chunk: int | None = None
     """When set, an extra textgym DPO row with ``lm.logprob_chunk`` = this."""
     threads: int = 2
@@ -262,9 +268,13 @@ def make_pairs(n: int, pieces: int = 8) -> list[PreferencePair]:
 
 
 def _textgym_lm(cfg: BenchConfig) -> LanguageModel:
-    return LanguageModel.from_pretrained(
+    lm = LanguageModel.from_pretrained(
         cfg.model, device=cfg.device, compute_dtype=cfg.compute_dtype
     )
+    if cfg.checkpointing:
+        checkpoint_activations(lm)
+        lm.logprob_chunk = CHUNK
+    return lm
 
 
 def textgym_dpo(cfg: BenchConfig, meter: PeakMeter, chunk: int | None = None) -> dict[str, Any]:
@@ -272,7 +282,8 @@ def textgym_dpo(cfg: BenchConfig, meter: PeakMeter, chunk: int | None = None) ->
     from textgym.agents.dpo import DPO, DPOConfig
 
     lm = _textgym_lm(cfg)
-    lm.logprob_chunk = chunk
+    if chunk is not None:
+        lm.logprob_chunk = chunk
     dpo_cfg = DPOConfig(batch_size=cfg.dpo_pairs, max_length=cfg.dpo_length, lr=LR, seed=cfg.seed)
     with warnings.catch_warnings():  # "completions were cut to fit": on purpose, see make_pairs
         warnings.simplefilter("ignore", UserWarning)
@@ -367,7 +378,7 @@ def _trl_common(cfg: BenchConfig, out: str) -> dict[str, Any]:
         "dataloader_num_workers": 0,
         # TRL 1.16 defaults to bf16=True, also on a CPU: say the precision on both sides.
         "bf16": cfg.compute_dtype == "bf16",
-        "gradient_checkpointing": cfg.trl_gradient_checkpointing,
+        "gradient_checkpointing": cfg.checkpointing,
     }
 
 
@@ -548,8 +559,8 @@ def print_report(cfg: BenchConfig, peaks: dict[str, Peak | str], info: dict[str,
         f"new tokens), beta {cfg.beta}, TRL RLOO K = {cfg.num_generations}"
     )
     print(
-        f"# TRL gradient_checkpointing={cfg.trl_gradient_checkpointing} "
-        "(TRL's default: True; textgym has none); each row in a fresh process after one "
+        f"# activation checkpointing {'on' if cfg.checkpointing else 'off'} on both sides "
+        "(TRL's default: on); each row in a fresh process after one "
         "warm-up step; textgym's gradients set to None before its baseline, as TRL's trainer "
         "leaves them"
     )
@@ -601,10 +612,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=BenchConfig.threads, help="torch threads")
     parser.add_argument("--workloads", nargs="+", choices=["dpo", "ppo"], default=["dpo", "ppo"])
     parser.add_argument(
-        "--trl-gradient-checkpointing",
+        "--checkpointing",
         choices=["on", "off"],
         default="on",
-        help="TRL's gradient checkpointing (default on, TRL's own default)",
+        help="activation checkpointing on both sides (default on, TRL's own default)",
     )
     parser.add_argument(
         "--logprob-chunk",
@@ -625,7 +636,7 @@ def main() -> int:
         device=ns.device,
         compute_dtype=ns.compute_dtype,
         threads=ns.threads,
-        trl_gradient_checkpointing=ns.trl_gradient_checkpointing == "on",
+        checkpointing=ns.checkpointing == "on",
         logprob_chunk=ns.logprob_chunk,
     )
     if ns.quick:
