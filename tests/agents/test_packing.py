@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -65,7 +66,9 @@ def test_pack_rows_cost_model() -> None:
 def test_packed_logprobs_and_grads_equal_padded(
     name: str, rows: int | None, chunk: int | None, request: pytest.FixtureRequest
 ) -> None:
-    lm: LanguageModel = request.getfixturevalue(name)
+    shared: LanguageModel = request.getfixturevalue(name)
+    # A copy: agents tested earlier may have frozen the shared fixture (as a teacher or π_ref).
+    lm = shared.wrap(copy.deepcopy(shared.model).requires_grad_(True))
     ids, mask = padded_batch(lm)
     params = [p for p in lm.model.parameters() if p.requires_grad]
     weights = torch.rand(ids.shape, generator=torch.Generator().manual_seed(1))  # every token
