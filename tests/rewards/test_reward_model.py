@@ -19,6 +19,7 @@ from textgym.rewards import make
 from textgym.rewards.reward_model import RewardModel, RewardModelReward
 from torch.testing import assert_close
 
+import textgym
 from textgym.pair_sampling import sample_pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -140,8 +141,12 @@ def test_fused_gelu_trunk_computes_the_policy_trunk_function(tiny_gpt2_lm: Any) 
         assert_close(rm(ids, mask), rm.head(hidden[:, -1]).squeeze(-1), rtol=1e-5, atol=1e-6)
 
 
-def test_reward_adapter_survives_pickling(tiny_gpt2_lm: Any) -> None:
-    reward = RewardModelReward(RewardModel.from_backbone(tiny_gpt2_lm, device="cpu").eval())
+def test_reward_adapter_survives_pickling(tiny_gpt2_dir: str) -> None:
+    # A freshly loaded backbone: once a model has run with output_hidden_states, transformers
+    # leaves a local-function hook on it that pickle refuses (known, left open), and the shared
+    # fixture model may have run so in earlier tests.
+    backbone = textgym.LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
+    reward = RewardModelReward(RewardModel.from_backbone(backbone, device="cpu").eval())
     clone = pickle.loads(pickle.dumps(reward))
     prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
     np.testing.assert_array_equal(clone(prompts, completions), reward(prompts, completions))
