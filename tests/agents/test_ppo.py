@@ -258,16 +258,22 @@ def test_ppo_raises_held_out_sentiment_with_bounded_kl() -> None:
     assert max(row["kl"] for row in history) < 20.0
 
 
+def _fresh_agent(shared: LanguageModel, config: PPOConfig) -> tuple[LanguageModel, PPO, Any]:
+    """A PPO agent on a fresh copy of the embedded model (the shared fixture may be frozen), and
+    one round it collected."""
+    policy = LanguageModel(
+        GPT2LMHeadModel.from_pretrained(shared.model.name_or_path), shared.tokenizer
+    )
+    env = make_env(policy, num_envs=4, reward=lambda prompt, completion: 1.0)
+    agent = PPO(policy, env, config=config, progress_bar=False)
+    return policy, agent, agent.collect()
+
+
 @pytest.mark.parametrize("ent_coef", [0.0, 0.01])
 def test_entropy_has_gradients_only_when_the_loss_uses_it(
     embedded_lm: LanguageModel, ent_coef: float
 ) -> None:
-    policy = LanguageModel(
-        GPT2LMHeadModel.from_pretrained(embedded_lm.model.name_or_path), embedded_lm.tokenizer
-    )
-    env = make_env(policy, num_envs=4, reward=lambda prompt, completion: 1.0)
-    agent = PPO(policy, env, config=PPOConfig(ent_coef=ent_coef), progress_bar=False)
-    rollout = agent.collect()
+    policy, agent, rollout = _fresh_agent(embedded_lm, PPOConfig(ent_coef=ent_coef))
     logp, entropy, _ = agent.trainable(rollout)
     assert logp.requires_grad
     assert entropy.requires_grad == (ent_coef != 0)  # logged only: backward keeps no (B, T, V)
@@ -279,12 +285,7 @@ def test_entropy_has_gradients_only_when_the_loss_uses_it(
 def test_chunked_evaluate_equals_the_full_pass(
     embedded_lm: LanguageModel, sampling: Sampling
 ) -> None:
-    policy = LanguageModel(
-        GPT2LMHeadModel.from_pretrained(embedded_lm.model.name_or_path), embedded_lm.tokenizer
-    )
-    env = make_env(policy, num_envs=4, reward=lambda prompt, completion: 1.0)
-    agent = PPO(policy, env, config=PPOConfig(sampling=sampling), progress_bar=False)
-    rollout = agent.collect()
+    policy, agent, rollout = _fresh_agent(embedded_lm, PPOConfig(sampling=sampling))
     assert rollout.completion_ids.shape[1] > 3  # several chunks of 3 below
 
     def run(chunk: int | None) -> list[torch.Tensor]:
