@@ -14,7 +14,7 @@ Matched training: every final fit starts from the embedded model's weights with 
 (lr 1e-3, batch 32 trajectories, gradient clip 1) and runs `steps` gradient steps; the learner is
 decoded greedily on the validation prompts every `select_every` steps and the checkpoint with the
 lowest validation disagreement (the expert-disagreement cost of its OWN greedy trajectories, each
-state labelled by the expert) is kept. Methods:
+state labelled by the expert) is kept; the starting weights are never a candidate. Methods:
 
   bc       BC on expert demonstrations of train prompts in a seeded order, cut to L labels.
   dart     DART (Laskey et al. 2017): the expert rolls out on train prompts, and at each step with

@@ -210,11 +210,9 @@ def noisy_rollouts(
 
     if not 0 <= epsilon <= 1:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    rng, tok = np.random.default_rng(seed), lm.tokenizer
-    # The action words are one token each with their space (PuzzleExpert.bind checks it).
-    words = np.array(
-        [tok(" " + w)["input_ids"][-1] for w in parse(task.name, task.prompts[0]).actions]
-    )
+    rng, actions = np.random.default_rng(seed), parse(task.name, task.prompts[0]).actions
+    # one token each with its space (PuzzleExpert.bind checks it)
+    words = np.array([lm.tokenizer(" " + w)["input_ids"][-1] for w in actions])
     parts: list[Any] = []
     spent = 0
     while spent < budget:
@@ -236,8 +234,7 @@ def noisy_rollouts(
         part = Demonstrations(
             torch.as_tensor(ids), torch.as_tensor(mask), executed, labels, alive.float()
         ).within_budget(budget - spent)
-        parts.append(part)
-        spent += part.n_labels
+        parts, spent = [*parts, part], spent + part.n_labels
     return Demonstrations.cat(parts, lm.pad_token_id)
 
 
@@ -401,10 +398,12 @@ def markdown(rows: Sequence[dict[str, Any]], command: str, header: str) -> str:
                 if not b or not d or b["mean"] is None or d["mean"] is None:
                     continue
                 overlap = d["ci95"][0] <= b["ci95"][1] and b["ci95"][0] <= d["ci95"][1]
-                diff = d["mean"] - b["mean"]
+                verdict = "yes" if overlap else "no"
+                if min(b["n_seeds"], d["n_seeds"]) < 2:
+                    verdict = "n/a (1 seed)"  # a one-seed "interval" is a point
                 lines.append(
-                    f"| {labels} | {h} | {_fmt(b)} | {_fmt(d)} | {diff:+.3f} | "
-                    f"{'yes' if overlap else 'no'} |"
+                    f"| {labels} | {h} | {_fmt(b)} | {_fmt(d)} | "
+                    f"{d['mean'] - b['mean']:+.3f} | {verdict} |"
                 )
     recov = [r for r in rows if r["method"] == "irl_recovery"]
     if recov:
