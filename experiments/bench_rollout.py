@@ -193,17 +193,21 @@ def median_run(runs: list[Run], key: Callable[[Run], float]) -> tuple[float, flo
     return statistics.median(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def print_paired(label: str, ours: list[Run], ref: list[Run]) -> float:
+    """One table row of row-steps/s, median ± sd of each side and the median of the paired
+    (interleaved) ratios, which is returned."""
+    o, o_sd = median_run(ours, lambda x: x.row_steps_per_s)
+    g, g_sd = median_run(ref, lambda x: x.row_steps_per_s)
+    ratio = statistics.median(
+        a.row_steps_per_s / b.row_steps_per_s for a, b in zip(ours, ref, strict=True)
+    )
+    print(f"| {label:34} | {o:9.0f} ± {o_sd:4.0f} | {g:9.0f} ± {g_sd:4.0f} | {ratio:6.2f} |")
+    return ratio
+
+
 def print_compaction(compacted: list[Run], full: list[Run]) -> None:
     """Rows of the table: collect() compacted (textgym column) vs not (reference column)."""
-    c, c_sd = median_run(compacted, lambda x: x.row_steps_per_s)
-    f, f_sd = median_run(full, lambda x: x.row_steps_per_s)
-    speedup = statistics.median(
-        a.row_steps_per_s / b.row_steps_per_s for a, b in zip(compacted, full, strict=True)
-    )
-    print(
-        f"| {'row-steps/s, collect compacted/not':34} | {c:9.0f} ± {c_sd:4.0f} | "
-        f"{f:9.0f} ± {f_sd:4.0f} | {speedup:6.2f} |"
-    )
+    print_paired("row-steps/s, collect compacted/not", compacted, full)
     fed_c, fed_f = (
         statistics.median(x.lm_rows / (x.batch * max(1, x.steps - 1)) for x in runs)
         for runs in (compacted, full)
@@ -281,11 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             single.append(env_rollout(fp32, venv, seed, cache=True))
     load_after = os.getloadavg()[0]
 
-    o, o_sd = median_run(ours, lambda x: x.row_steps_per_s)
-    g, g_sd = median_run(ref, lambda x: x.row_steps_per_s)
-    ratio = statistics.median(
-        a.row_steps_per_s / b.row_steps_per_s for a, b in zip(ours, ref, strict=True)
-    )
+    o = median_run(ours, lambda x: x.row_steps_per_s)[0]
+    g = median_run(ref, lambda x: x.row_steps_per_s)[0]
     print(
         f"# bench_rollout  git {git_sha()}  {platform.processor() or platform.machine()}, "
         f"{cfg.threads} torch threads, cpu"
@@ -310,10 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"| {'metric':34} | {'textgym':>16} | {'reference':>16} | {'ratio':>6} |")
     print(f"|{'-' * 36}|{'-' * 18}|{'-' * 18}|{'-' * 8}|")
-    print(
-        f"| {'row-steps/s, env+cache vs generate':34} | {o:9.0f} ± {o_sd:4.0f} | "
-        f"{g:9.0f} ± {g_sd:4.0f} | {ratio:6.2f} |"
-    )
+    ratio = print_paired("row-steps/s, env+cache vs generate", ours, ref)
     ot, _ = median_run(ours, lambda x: x.tokens_per_s)
     gt, _ = median_run(ref, lambda x: x.tokens_per_s)
     print(f"| {'generated tokens/s (up to EOS)':34} | {ot:16.0f} | {gt:16.0f} | {ot / gt:6.2f} |")
