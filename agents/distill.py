@@ -298,7 +298,7 @@ class Distill(Agent):
         self.student, self.teacher, self.env, self.config = student, teacher, env, config
         self.device = student.device
         student.model.eval()  # no dropout: the student's distribution is the one distilled
-        teacher.model.eval().requires_grad_(False)
+        teacher.model.eval()  # its passes run under no_grad: its parameters stay as they were
         params = [p for p in student.model.parameters() if p.requires_grad]
         self.optimizer = adamw(params, lr=config.lr, weight_decay=config.weight_decay)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)

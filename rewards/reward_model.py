@@ -167,6 +167,7 @@ class RewardModel(nn.Module):
         target: torch.device | None
         if isinstance(source, LanguageModel):
             trunk = copy.deepcopy(source.model.base_model)
+            trunk.requires_grad_(True)  # a frozen source (a teacher, a π_ref) gives a trainable r_φ
             fuse_gelu_(trunk)  # our own copy: the fused kernel computes the same function, faster
             tokenizer = source.tokenizer
             is_causal = True if causal is None else causal

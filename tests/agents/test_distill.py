@@ -263,6 +263,17 @@ def test_on_policy_fraction_follows_lambda(lmbda: float, tiny_gpt2_dir: str) -> 
     assert all(math.isfinite(r["loss"]) for r in rows)
 
 
+def test_the_teacher_passed_in_keeps_its_parameters_trainable(tiny_gpt2_dir: str) -> None:
+    teacher = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
+    before = {n: p.clone() for n, p in teacher.model.named_parameters()}
+    env = make_env(teacher, num_envs=2)
+    agent = Distill(perturbed(tiny_gpt2_dir), teacher, env, progress_bar=False)
+    agent.learn(2)
+    for name, p in teacher.model.named_parameters():
+        assert p.requires_grad, name  # a shared model used elsewhere is not frozen behind its back
+        assert torch.equal(p, before[name]), name  # and it does not learn
+
+
 def test_teacher_samples_are_the_teachers_completions(tiny_gpt2_dir: str) -> None:
     teacher = LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
     env = make_env(teacher, num_envs=4)

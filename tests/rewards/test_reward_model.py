@@ -103,6 +103,14 @@ def test_backbone_is_a_copy_of_the_policy_trunk(tiny_gpt2_lm: Any) -> None:
     assert not policy & {p.data_ptr() for p in rm.parameters()}
 
 
+def test_backbone_of_a_frozen_model_is_trainable(tiny_gpt2_dir: str) -> None:
+    frozen = textgym.LanguageModel.from_pretrained(tiny_gpt2_dir, device="cpu")
+    frozen.model.requires_grad_(False)  # e.g. a distillation teacher or a π_ref
+    rm = RewardModel.from_backbone(frozen, device="cpu")
+    assert all(p.requires_grad for p in rm.parameters())
+    assert not any(p.requires_grad for p in frozen.model.parameters())  # the source is untouched
+
+
 def test_score_is_batched_in_input_order_and_keeps_the_mode(tiny_rm: RewardModel) -> None:
     prompts, completions = [p for p, _ in TEXTS], [c for _, c in TEXTS]
     tiny_rm.train()
