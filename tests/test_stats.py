@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from textgym import provenance
-from textgym.stats import bootstrap_ci, mean_std, summary_row
+from textgym.stats import (
+    bootstrap_ci,
+    fit_gao,
+    gao_curve,
+    mean_std,
+    paired_change_row,
+    study_row,
+    summary_row,
+    write_summary,
+)
 
 
 def test_bootstrap_ci_is_the_percentile_interval_of_resampled_means() -> None:
@@ -44,9 +53,51 @@ def test_summary_row_and_mean_std() -> None:
     assert mean_std([1.0]) == "1.000 ± 0.000"
 
 
+def test_paired_change_is_per_seed_and_named_change(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    before, after = [1.0, 5.0, 9.0], [1.5, 5.4, 9.6]  # big spread across seeds, small steady gain
+    row = paired_change_row("s", "PPO", "beta=0", "bleu", after, before)
+    assert row["metric"] == "bleu_change"
+    assert row["values"] == pytest.approx([0.5, 0.4, 0.6])
+    assert row["study"] == "s"
+    assert row["setting"] == "beta=0"
+    assert row["ci95"][0] > 0  # paired: the gain is clear of the seeds' spread
+    unpaired = bootstrap_ci(after)[0] - bootstrap_ci(before)[1]
+    assert unpaired < 0  # while comparing the two intervals could not tell
+    with pytest.raises(ValueError, match="3 values after, 2 before"):
+        paired_change_row("s", "PPO", "", "bleu", after, before[:2])
+    rows = [row, study_row("s", "base", "", "bleu", before)]
+    path = write_summary(tmp_path / "a" / "summary.json", rows, seeds=3)
+    import json
+
+    data = json.loads(path.read_text())
+    assert data["seeds"] == 3
+    assert data["rows"] == rows
+
+
 def test_provenance_names_the_revision_and_versions(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert provenance.git_sha(tmp_path) == "unknown"  # not a checkout
     v = provenance.versions("no-such-package-xyz")
     assert v["no-such-package-xyz"] == "not installed"
     assert v["torch"] != "not installed"
     assert "git " in provenance.describe()
+
+
+@pytest.mark.parametrize("form", ["bon", "rl"])
+def test_fit_gao_recovers_the_coefficients_and_the_peak(form: str) -> None:
+    d = np.linspace(0.0, 6.0, 25)
+    gain = gao_curve(d, 0.8, 0.2, form) + np.random.default_rng(0).normal(0, 1e-4, d.size)
+    fit = fit_gao(d, gain, form)
+    assert fit["alpha"] == pytest.approx(0.8, abs=2e-3)
+    assert fit["beta"] == pytest.approx(0.2, abs=2e-3)
+    assert fit["r2"] > 0.999
+    peak = d[np.argmax(gao_curve(d, 0.8, 0.2, form))]  # by grid: 2.0 (bon), e^3 out of range (rl)
+    expected = 0.8 / 0.4 if form == "bon" else float(np.exp(0.8 / 0.2 - 1))
+    assert fit["peak_d"] == pytest.approx(expected, rel=0.02)
+    if form == "bon":
+        assert peak == pytest.approx(2.0, abs=0.25)
+    rising = fit_gao(d, 0.5 * d, form)  # no turn: β ≈ 0 (≤ 0 gives an infinite peak)
+    assert rising["beta"] == pytest.approx(0.0, abs=1e-9) or rising["peak_d"] == float("inf")
+    with pytest.raises(ValueError, match="'bon' or 'rl'"):
+        fit_gao(d, gain, "linear")
+    with pytest.raises(ValueError, match="d ≥ 0"):
+        fit_gao([-1.0, 1.0], [0.0, 0.0], form)

@@ -1,18 +1,32 @@
 """Summaries over seeds: mean, standard deviation and a 95% bootstrap confidence interval.
 
 One tested helper for every study (``experiments/`` and the ``textgym`` command): a study reports
-each metric as its per-seed values, their mean and ``ci95`` (percentile bootstrap of the mean).
+each metric as its per-seed values, their mean and ``ci95`` (percentile bootstrap of the mean). A
+change from a starting point is reported paired by seed (``paired_change_row``: the values are
+after - before of each seed, so the seed-to-seed spread both share cancels), as its own row whose
+metric ends in ``_change``. ``write_summary`` writes the rows as a study's ``summary.json``.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci", "mean_std", "summary_row"]
+__all__ = [
+    "bootstrap_ci",
+    "fit_gao",
+    "gao_curve",
+    "mean_std",
+    "paired_change_row",
+    "study_row",
+    "summary_row",
+    "write_summary",
+]
 
 
 def mean_std(values: Sequence[float], digits: int = 3) -> str:
@@ -60,3 +74,90 @@ def summary_row(method: str, metric: str, values: Sequence[float], **extra: Any)
         "ci95": list(bootstrap_ci(vals)),
         **extra,
     }
+
+
+def study_row(
+    study: str, method: str, setting: str, metric: str, values: Sequence[float], **extra: Any
+) -> dict[str, Any]:
+    """A ``summary_row`` that also names its study and setting (the RLHF studies' row keys)."""
+    return summary_row(method, metric, values, study=study, setting=setting, **extra)
+
+
+def paired_change_row(
+    study: str,
+    method: str,
+    setting: str,
+    metric: str,
+    after: Sequence[float],
+    before: Sequence[float],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The change from a start, paired by seed: values ``after[i] - before[i]``, metric
+    ``<metric>_change``; its ``ci95`` excludes 0 when the change is clear of seed noise.
+
+    Raises:
+        ValueError: ``after`` and ``before`` differ in length (they must be the same seeds).
+    """
+    if len(after) != len(before):
+        raise ValueError(
+            f"paired change of {metric!r} needs one start per seed: {len(after)} values after, "
+            f"{len(before)} before"
+        )
+    diffs = [float(a) - float(b) for a, b in zip(after, before, strict=True)]
+    return study_row(study, method, setting, f"{metric}_change", diffs, **extra)
+
+
+def write_summary(path: str | Path, rows: Sequence[dict[str, Any]], **meta: Any) -> Path:
+    """Write ``{"rows": rows, **meta}`` as indented JSON (parents created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, "rows": list(rows)}, indent=1) + "\n")
+    return path
+
+
+def gao_curve(d: Any, alpha: float, beta: float, form: str) -> np.ndarray:
+    """Gao, Schulman & Hilton (2023) gold-reward gain at d = √KL: ``"bon"`` d(α - βd) (best-of-n),
+    ``"rl"`` d(α - β log d) (RL); 0 at d = 0."""
+    d = np.asarray(d, dtype=np.float64)
+    if form == "bon":
+        return d * (alpha - beta * d)
+    if form == "rl":
+        safe = np.where(d > 0, d, 1.0)
+        return np.where(d > 0, d * (alpha - beta * np.log(safe)), 0.0)
+    raise ValueError(f"form must be 'bon' or 'rl', got {form!r}")
+
+
+def fit_gao(d: Sequence[float], gain: Sequence[float], form: str) -> dict[str, float]:
+    """Least-squares α, β of :func:`gao_curve` (linear in α, β), the fit's R², and the peak d*
+    where the fitted gain is largest (bon: α/2β; rl: exp(α/β - 1); inf when β ≤ 0: no turn).
+
+    Args:
+        d: √KL of each point (≥ 0).
+        gain: gold reward minus the gold reward at d = 0, per point.
+        form: ``"bon"`` or ``"rl"``.
+
+    Raises:
+        ValueError: fewer than 2 points, lengths differ, a negative or non-finite d, or ``form``.
+    """
+    x, y = np.asarray(d, dtype=np.float64), np.asarray(gain, dtype=np.float64)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(
+            f"fit_gao needs ≥ 2 (d, gain) points of equal length, got {x.size}, {y.size}"
+        )
+    if not (np.isfinite(x).all() and np.isfinite(y).all()) or (x < 0).any():
+        raise ValueError("fit_gao needs finite gains and finite d ≥ 0")
+    if form == "bon":
+        features = np.stack([x, -(x**2)], axis=1)
+    elif form == "rl":
+        features = np.stack([x, -x * np.log(np.where(x > 0, x, 1.0))], axis=1)
+    else:
+        raise ValueError(f"form must be 'bon' or 'rl', got {form!r}")
+    (alpha, beta), *_ = np.linalg.lstsq(features, y, rcond=None)
+    resid = y - features @ np.array([alpha, beta])
+    total = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float((resid**2).sum()) / total if total > 0 else float("nan")
+    if beta <= 0:
+        peak = float("inf")
+    else:
+        peak = float(alpha / (2 * beta)) if form == "bon" else float(np.exp(alpha / beta - 1.0))
+    return {"alpha": float(alpha), "beta": float(beta), "r2": r2, "peak_d": peak}
