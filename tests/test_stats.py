@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 
 import numpy as np
@@ -9,6 +11,8 @@ import pytest
 
 from textgym import provenance
 from textgym.stats import (
+    best_of_n_kl,
+    best_of_n_weights,
     bootstrap_ci,
     fit_gao,
     gao_curve,
@@ -101,3 +105,25 @@ def test_fit_gao_recovers_the_coefficients_and_the_peak(form: str) -> None:
         fit_gao(d, gain, "linear")
     with pytest.raises(ValueError, match="d ≥ 0"):
         fit_gao([-1.0, 1.0], [0.0, 0.0], form)
+
+
+@pytest.mark.parametrize(("n_samples", "n"), [(6, 1), (6, 3), (7, 7), (9, 4)])
+def test_best_of_n_weights_equal_the_enumeration_of_subsets(n_samples: int, n: int) -> None:
+    values = np.random.default_rng(n).normal(size=n_samples)
+    scores = np.random.default_rng(n + 1).normal(size=n_samples)
+    picks = [
+        values[max(subset, key=lambda i: scores[i])]
+        for subset in itertools.combinations(range(n_samples), n)
+    ]
+    order = np.argsort(scores)
+    w = best_of_n_weights(n_samples, n)
+    assert w.sum() == pytest.approx(1.0)
+    assert w @ values[order] == pytest.approx(np.mean(picks))
+    with pytest.raises(ValueError, match="n=8, N=7"):
+        best_of_n_weights(7, 8)
+
+
+def test_best_of_n_kl_is_log_n_minus_n_minus_1_over_n() -> None:
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(256) == pytest.approx(math.log(256) - 255 / 256)
+    assert best_of_n_kl(4096) == pytest.approx(7.318, abs=1e-3)

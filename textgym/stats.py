@@ -10,6 +10,7 @@ metric ends in ``_change``. ``write_summary`` writes the rows as a study's ``sum
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "best_of_n_kl",
+    "best_of_n_weights",
     "bootstrap_ci",
     "fit_gao",
     "gao_curve",
@@ -161,3 +164,33 @@ def fit_gao(d: Sequence[float], gain: Sequence[float], form: str) -> dict[str, f
     else:
         peak = float(alpha / (2 * beta)) if form == "bon" else float(np.exp(alpha / beta - 1.0))
     return {"alpha": float(alpha), "beta": float(beta), "r2": r2, "peak_d": peak}
+
+
+def best_of_n_weights(n_samples: int, n: int) -> np.ndarray:
+    """Exact best-of-n from N samples: weight i (0-based, samples sorted by the selecting score,
+    ascending) is P(sample i is the best of a uniformly drawn n-subset) = C(i, n-1) / C(N, n).
+
+    ``weights @ sorted_values`` is the expectation, over all C(N, n) subsets, of the value of the
+    subset's pick: an unbiased best-of-n estimate for every n ≤ N from one set of N samples.
+
+    Raises:
+        ValueError: unless 1 ≤ n ≤ N.
+    """
+    if not 1 <= n <= n_samples:
+        raise ValueError(f"best-of-n needs 1 <= n <= N, got n={n}, N={n_samples}")
+    log_total = _log_comb(n_samples, n)
+    w = np.zeros(n_samples)
+    for i in range(n - 1, n_samples):
+        w[i] = math.exp(_log_comb(i, n - 1) - log_total)
+    return w
+
+
+def best_of_n_kl(n: int) -> float:
+    """The analytic KL(π_bon‖π) = log n - (n-1)/n of best-of-n sampling (Stiennon et al. 2020)."""
+    if n < 1:
+        raise ValueError(f"best-of-n needs n >= 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
+def _log_comb(a: int, b: int) -> float:
+    return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
