@@ -5,6 +5,7 @@ from textgym.agents.dagger import DAgger, DAggerConfig, LMExpert
 from textgym.agents.distill import Distill, DistillConfig
 from textgym.agents.dpo import DPO, DPOConfig
 from textgym.agents.gail import GAIL, GAILConfig
+from textgym.agents.grpo import GRPO, GRPOConfig
 from textgym.agents.irl import IRL, IRLConfig
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
 from textgym.agents.ppo import PPO, PPOConfig
@@ -15,6 +16,7 @@ __all__ = [
     "BC",
     "DPO",
     "GAIL",
+    "GRPO",
     "IRL",
     "PPO",
     "REINFORCE",
@@ -26,6 +28,7 @@ __all__ = [
     "Distill",
     "DistillConfig",
     "GAILConfig",
+    "GRPOConfig",
     "IRLConfig",
     "IterativeDPO",
     "IterativeDPOConfig",

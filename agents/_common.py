@@ -114,6 +114,14 @@ def check_reward(env: Any) -> None:
         )
 
 
+def grouped_prompts(rng: np.random.Generator, env: Any, group_size: int) -> dict[str, Any]:
+    """Reset options pinning the next round's prompts in groups: ``num_envs / group_size`` prompts
+    drawn uniformly (with replacement), each on ``group_size`` consecutive rows."""
+    n_prompts = len(env.unwrapped.task)
+    groups = rng.integers(n_prompts, size=int(env.num_envs) // group_size)
+    return {"prompt_index": np.repeat(groups, group_size)}
+
+
 Scorer = Callable[[Rollout], tuple[Rollout, dict[str, float]]]
 """The score stage: a rollout with the env's rewards -> the rollout to learn from and statistics."""
 

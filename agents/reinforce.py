@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from textgym.agents._common import OnPolicyAgent, check_finite
+from textgym.agents._common import OnPolicyAgent, check_finite, grouped_prompts
 from torch import Tensor
 
 from textgym.config import check_fields, check_range
@@ -147,9 +146,7 @@ class REINFORCE(OnPolicyAgent):
     def _options(self) -> dict[str, Any] | None:
         if self.config.baseline != "rloo":
             return None
-        k, n_prompts = self.config.rloo_k, len(self.env.unwrapped.task)
-        groups = self.np_rng.integers(n_prompts, size=int(self.env.num_envs) // k)
-        return {"prompt_index": np.repeat(groups, k)}  # K consecutive rows per prompt
+        return grouped_prompts(self.np_rng, self.env, self.config.rloo_k)
 
     def _update(self, rollout: Rollout) -> dict[str, float]:
         cfg, mask = self.config, rollout.completion_mask

@@ -17,6 +17,7 @@ from textgym.agents import (
     BC,
     DPO,
     GAIL,
+    GRPO,
     PPO,
     REINFORCE,
     BCConfig,
@@ -24,6 +25,7 @@ from textgym.agents import (
     DAggerConfig,
     DPOConfig,
     GAILConfig,
+    GRPOConfig,
     IterativeDPO,
     IterativeDPOConfig,
     PPOConfig,
@@ -77,11 +79,11 @@ def build_ppo(lm: LanguageModel) -> Built:
     return agent, lambda d: PPO.load(d, make_env(lm, num_envs=4), device="cpu", progress_bar=False)
 
 
-def reinforce(config: REINFORCEConfig, num_envs: int = 4) -> Callable[[LanguageModel], Built]:
+def on_policy(cls: Any, config: Any, num_envs: int = 4) -> Callable[[LanguageModel], Built]:
     def build(lm: LanguageModel) -> Built:
-        agent = REINFORCE(lm, make_env(lm, num_envs=num_envs), config=config, progress_bar=False)
+        agent = cls(lm, make_env(lm, num_envs=num_envs), config=config, progress_bar=False)
         env = make_env(lm, num_envs=num_envs)
-        return agent, lambda d: REINFORCE.load(d, env, device="cpu", progress_bar=False)
+        return agent, lambda d: cls.load(d, env, device="cpu", progress_bar=False)
 
     return build
 
@@ -133,9 +135,15 @@ def build_reward_model(lm: LanguageModel) -> Built:
 
 BUILDERS = {
     "PPO": build_ppo,
-    "REINFORCE": reinforce(REINFORCEConfig(baseline="value", beta=0.1, lr=1e-3)),
-    "REINFORCE-ma": reinforce(REINFORCEConfig(baseline="moving_average", beta=0.05, lr=1e-3)),
-    "REINFORCE-rloo": reinforce(REINFORCEConfig(baseline="rloo", rloo_k=4, lr=1e-3), 8),
+    "REINFORCE": on_policy(REINFORCE, REINFORCEConfig(baseline="value", beta=0.1, lr=1e-3)),
+    "REINFORCE-ma": on_policy(
+        REINFORCE, REINFORCEConfig(baseline="moving_average", beta=0.05, lr=1e-3)
+    ),
+    "REINFORCE-rloo": on_policy(REINFORCE, REINFORCEConfig(baseline="rloo", rloo_k=4, lr=1e-3), 8),
+    "GRPO": on_policy(GRPO, GRPOConfig(beta=0.1, lr=1e-3, n_epochs=2, n_minibatches=2), 8),
+    "GRPO-dapo": on_policy(
+        GRPO, GRPOConfig.preset("dapo", lr=1e-3, group_size=2, n_minibatches=2), 8
+    ),
     "BC": build_bc,
     "DAgger": build_dagger,
     "GAIL": build_gail,
