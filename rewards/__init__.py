@@ -51,6 +51,9 @@ _LAZY: dict[str, str] = {
     "TokenLevelReward": "token",
     "BannedTokens": "token",
     "TokenRepetition": "token",
+    "MathReward": "verifiable",
+    "FormatReward": "verifiable",
+    "RegexReward": "verifiable",
 }
 
 

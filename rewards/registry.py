@@ -295,6 +295,9 @@ REWARDS: dict[str, Callable[..., Reward]] = {
     "exact_match": _lazy("ExactMatch"),
     "banned_tokens": _lazy("BannedTokens"),
     "token_repetition": _lazy("TokenRepetition"),
+    "math": _lazy("MathReward"),
+    "format": _lazy("FormatReward"),
+    "regex": _lazy("RegexReward"),
 }
 """The flat name -> constructor table behind ``make(name)``."""
 

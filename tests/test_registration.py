@@ -27,6 +27,8 @@ def test_ids_registered_with_string_entry_points() -> None:
         "textgym/Reverse-v0",
         "textgym/TargetSum-v0",
         "textgym/GridNav-v0",
+        "textgym/Arithmetic-v0",
+        "textgym/Format-v0",
     }
     for env_id in IDS:
         spec = gym.spec(env_id)
@@ -36,10 +38,11 @@ def test_ids_registered_with_string_entry_points() -> None:
 
 
 def _model_for(env_id: str, tiny_gpt2_dir: str) -> str:
-    """The tiny fixture model, except for the dynamic-expert tasks: their expert needs every
-    action word as one token, which the fixture's word-level tokenizer maps to <unk>."""
-    dynamic = IDS[env_id].get("task") in ("target_sum", "grid_nav")
-    return textgym.DEFAULT_MODEL if dynamic else tiny_gpt2_dir
+    """The tiny fixture model, except for the dynamic-expert tasks (their expert needs every
+    action word as one token, which the fixture's word-level tokenizer maps to <unk>) and the
+    arithmetic task (its prompts need more than the fixture's 64 positions)."""
+    embedded = IDS[env_id].get("task") in ("target_sum", "grid_nav", "arithmetic")
+    return textgym.DEFAULT_MODEL if embedded else tiny_gpt2_dir
 
 
 @pytest.mark.parametrize("env_id", sorted(IDS))

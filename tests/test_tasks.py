@@ -165,12 +165,14 @@ def test_builtin_tasks(name: str) -> None:
 
 
 def test_load_errors() -> None:
-    names = "concepts, grid_nav, reverse, reviews, target_sum"
+    names = "arithmetic, concepts, format, grid_nav, reverse, reviews, target_sum"
     with pytest.raises(ValueError, match=f"built-in tasks: {names}"):
         tasks.load("nope")
     with pytest.raises(ValueError, match="split must be"):
         tasks.load("reverse", split="dev")
-    assert tasks.names() == ["concepts", "grid_nav", "reverse", "reviews", "target_sum"]
+    assert tasks.names() == [
+        "arithmetic", "concepts", "format", "grid_nav", "reverse", "reviews", "target_sum",
+    ]  # fmt: skip
 
 
 def test_reference_expert_table(tiny_gpt2_dir: str) -> None:

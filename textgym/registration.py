@@ -6,7 +6,9 @@
   no arguments: the embedded model, the review task, the sentiment reward.
 - ``textgym/Reviews-v0``, ``textgym/Concepts-v0``, ``textgym/Reverse-v0``: the built-in tasks
   with their reward pinned; ``textgym/TargetSum-v0``, ``textgym/GridNav-v0``: the dynamic-expert
-  tasks with their success reward; ``model`` and the other arguments can still be passed.
+  tasks with their success reward; ``textgym/Arithmetic-v0``, ``textgym/Format-v0``: the
+  verifiable-reward tasks with their exact checkers; ``model`` and the other arguments can still
+  be passed.
 
 Entry points are strings, so importing textgym loads no env code; each id has a
 ``vector_entry_point``, so ``gym.make_vec(id, num_envs=B)`` builds the natively batched
@@ -36,6 +38,10 @@ IDS: dict[str, dict[str, Any]] = {
     # leaves room to make and repair mistakes (the expert needs at most 13 tokens).
     "textgym/TargetSum-v0": {"task": "target_sum", "max_new_tokens": 24},
     "textgym/GridNav-v0": {"task": "grid_nav", "max_new_tokens": 24},
+    # Verifiable-reward tasks (textgym.verifiable): exact checkers; a 5-step worked solution
+    # takes about 50 tokens of the embedded tokenizer.
+    "textgym/Arithmetic-v0": {"task": "arithmetic", "reward": "math", "max_new_tokens": 64},
+    "textgym/Format-v0": {"task": "format", "reward": "format", "max_new_tokens": 24},
 }
 """id -> the keyword arguments it registers (the caller's arguments override them)."""
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 from textgym.dynamic_tasks import PuzzleExpert, PuzzleReward
 from textgym.experts import BoundExpert, Expert, FunctionExpert, ReferenceExpert
 from textgym.records import FieldTypeError, MissingFieldError, read_jsonl
+from textgym.verifiable import FormatReward, MathReward, builtin_records
 
 __all__ = [  # the experts and record errors are defined in textgym.experts / textgym.records
     "SPLITS",
@@ -424,6 +425,8 @@ class _Builtin:
     doc: str
     expert: Callable[[], Expert | None] = lambda: None
     stop_sequences: tuple[str, ...] = ()
+    records: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+    """Rows generated in code instead of read from ``file`` (``textgym.verifiable``)."""
 
 
 BUILTIN: dict[str, _Builtin] = {
@@ -460,6 +463,21 @@ BUILTIN: dict[str, _Builtin] = {
         "*; expert: the dynamic shortest-path oracle (textgym.dynamic_tasks).",
         expert=lambda: PuzzleExpert("grid_nav"),
     ),
+    "arithmetic": _Builtin(
+        "arithmetic",
+        MathReward(),
+        "multi-step arithmetic word problems (1-3 steps in train/validation, 4-5 in test); "
+        "references: worked solutions ending 'The answer is N.'; reward: 1 when the final answer "
+        "is exact (textgym.verifiable, docs/verifiable.md).",
+        records=lambda: builtin_records("arithmetic"),
+    ),
+    "format": _Builtin(
+        "format",
+        FormatReward(),
+        "write three words in a requested format (brackets, capitals, numbered, JSON, "
+        "reversed); reward: 1 for the exact text, 0.5 for the right format with other words.",
+        records=lambda: builtin_records("format"),
+    ),
 }
 """The built-in tasks: name -> data file (in ``textgym/assets/data``), default reward, expert."""
 
@@ -486,6 +504,15 @@ def load(name: str, split: str | None = "train") -> Task:
     from textgym.assets import DATA_DIR
 
     spec = BUILTIN[name]
+    if spec.records is not None:
+        return Task.from_records(
+            spec.records(),
+            name=name,
+            split=split,
+            expert=spec.expert(),
+            stop_sequences=spec.stop_sequences,
+            reward=spec.reward,
+        )
     return Task.from_jsonl(
         Path(DATA_DIR) / f"{spec.file}.jsonl",
         split=split,
