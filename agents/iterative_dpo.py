@@ -6,16 +6,38 @@ For t = 1..T:
     2. rank them with a preference function P: a reward r(x, y) (a gold metric or a learned r_φ),
        or a pairwise P(y ≻ y'|x), each candidate scored by its mean win rate against the others;
     3. keep (y_w, y_l) = (best, worst) when score(y_w) - score(y_l) > the margin threshold;
-    4. π_{t+1} = argmin_θ L_DPO(π_θ; π_ref = π_t) on those pairs (see agents/dpo.py);
-then return the best of π_1..π_{T+1} on validation prompts.
+    4. π_{t+1} = argmin_θ L_DPO(π_θ; π_ref) on those pairs (see agents/dpo.py), with
+       π_ref = π_t (DNO-Prct; ``reference="previous"``) or π_ref = π_1 (``reference="original"``);
+then return the best of π_1..π_{T+1} on validation prompts (Alg. 2's last line; ``best_policy()``,
+and with ``select_best_round`` the policy itself ends with those weights).
 
 Symbols -> code: T -> config.rounds | K -> config.k | P / r -> ``preference`` / ``reward`` |
-π_t -> ``self.policy`` at the start of round t (frozen as the round's reference) |
-β -> config.dpo.beta.
+π_t -> ``self.policy`` at the start of round t | π_1 -> ``self.ref`` (a frozen copy of the starting
+policy, π_0 or π_SFT in other papers) | β -> config.dpo.beta | β_sel -> config.select_kl_coef.
 
-The validation score is the mean reward of one sampled completion per validation prompt (with a
-reward), or the mean P(y ≻ y_1) against π_1's completions (with a pairwise preference). Every
-validation draws from the same seed, so rounds are compared on common random numbers.
+Against reward hacking (the policy drifting round after round, each round's KL measured only from
+the previous policy):
+
+- KL anchor (``reference="original"``): every round's DPO is against π_1, so the implicit reward
+  β·log π_θ/π_ref is measured from the start and the loss of round t stops pushing pairs the earlier
+  rounds already separated. Online iterative DPO as Xiong et al. 2024 (GSHF, arXiv:2312.11456,
+  Alg. 1) and Dong et al. 2024 (RLHF Workflow, arXiv:2405.07863) run it: the target is the
+  KL-regularised objective max_π E r(x, y) - η·KL(π‖π_0) with the initial π_0 in every iteration.
+- Best round on validation (DNO-Prct, Alg. 2, last line): keep the π_t that scores best on the
+  validation prompts. The score is the mean reward of one sampled completion per validation
+  prompt (with a reward), or the mean P(y ≻ y_1) against π_1's completions (with a pairwise
+  preference), minus β_sel·KL(π_t‖π_1):
+
+      score(π_t) = mean_x [ r(x, y) - β_sel·Σ_j (log π_t(y_j|x, y_<j) - log π_1(y_j|x, y_<j)) ]
+
+  i.e. the KL-regularised RLHF objective (Ziegler et al. 2019, arXiv:1909.08593; the objective
+  DPO's Eq. 3 solves) of π_t relative to π_1, estimated on the same samples (k1 per sequence,
+  ``textgym.estimators.kl_k1``, with π_t and π_1 at temperature 1). With β_sel = 0 (the default)
+  the score is the mean reward alone, DNO-Prct's rule; a reward the policy can hack then picks
+  the most hacked round, so β_sel > 0 is what makes the selection guard against hacking. β_sel is
+  in the reward's units per nat: the KL coefficient an RL agent would pay for the same reward.
+
+Every validation draws from the same seed, so rounds are compared on common random numbers.
 """
 
 from __future__ import annotations
@@ -26,19 +48,21 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from textgym.agents.base import Agent
 from textgym.agents.dpo import DPO, DPOConfig
+from torch import Tensor
 
 from textgym.config import check_fields, check_range
-from textgym.decoding import generate
+from textgym.decoding import GenerationOutput, generate
+from textgym.estimators import kl_k1
 from textgym.lm import LanguageModel
 from textgym.pair_sampling import sample_pairs
 from textgym.preference import PreferenceFn, RewardFn
-from textgym.training import progress, resolve_device
+from textgym.training import frozen_copy, progress, resolve_device
 
 
 @dataclass(frozen=True)
@@ -66,7 +90,13 @@ class IterativeDPOConfig:
     seed: int = 0
     """Seed of sampling and prompt selection."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
-    """The DPO update run each round against π_t (its seed is offset by the round)."""
+    """The DPO update run each round against π_ref (its seed is offset by the round)."""
+    reference: Literal["previous", "original"] = "previous"
+    """π_ref of round t's DPO: "previous" π_t (DNO-Prct), "original" π_1 (Xiong et al. 2024)."""
+    select_best_round: bool = False
+    """After the last round, load the best validation round's weights into the policy (Alg. 2)."""
+    select_kl_coef: float = 0.0
+    """β_sel: validation score = mean reward - β_sel·KL(π_t‖π_1); 0: the reward alone (DNO)."""
 
     def __post_init__(self) -> None:
         check_fields(self)  # also: min_margin finite
@@ -80,10 +110,11 @@ class IterativeDPOConfig:
         check_range(self, "top_p", low=0, high=1, low_open=True)
         check_range(self, "temperature", low=0, low_open=True)
         check_range(self, "seed", low=0, high=2**32 - 1)
+        check_range(self, "select_kl_coef", low=0)
 
 
 class IterativeDPO(Agent):
-    """On-policy rounds of DPO, each against the previous round's policy.
+    """On-policy rounds of DPO, each against the previous round's policy (or against π_1).
 
     ``IterativeDPO.load(dir, reward=... or preference=..., device="auto", **runtime)`` resumes a
     saved run at its next round (the reward or preference function is not saved: pass it again).
@@ -96,6 +127,9 @@ class IterativeDPO(Agent):
         references: gold completions, one sequence per training prompt.
         val_prompts: validation prompts for model selection (defaults to the training prompts).
         val_references: gold completions of the validation prompts, passed to the reward.
+        ref: π_1, the original reference of ``reference="original"`` and of the validation KL
+            (``select_kl_coef > 0``); None freezes a copy of ``policy`` as it is now, when one of
+            the two needs it (otherwise no copy is kept).
         config: hyperparameters.
         device: where to train: "auto" (CUDA when available), "cpu", "cuda:0"...
         log_dir: folder for progress.csv (one row per round); None: no file.
@@ -115,6 +149,7 @@ class IterativeDPO(Agent):
         references: Sequence[Sequence[str]] | None = None,
         val_prompts: Sequence[str] | None = None,
         val_references: Sequence[Sequence[str]] | None = None,
+        ref: LanguageModel | None = None,
         config: IterativeDPOConfig = IterativeDPOConfig(),
         device: str = "auto",
         log_dir: str | Path | None = None,
@@ -131,6 +166,16 @@ class IterativeDPO(Agent):
         self._setup_runtime(log_dir=log_dir, tensorboard=tensorboard, progress_bar=progress_bar)
         self.device = resolve_device(device)
         self.policy = policy if policy.device == self.device else policy.wrap(device=self.device)
+        if ref is None and (config.reference == "original" or config.select_kl_coef > 0):
+            ref = frozen_copy(self.policy)
+        if ref is not None and ref.vocab_size != self.policy.vocab_size:
+            raise ValueError(
+                f"the reference has {ref.vocab_size} logits but the policy "
+                f"{self.policy.vocab_size}: π_1 must share the policy's vocabulary"
+            )
+        if ref is not None and ref.device != self.device:
+            ref = ref.wrap(device=self.device)
+        self.ref = ref
         self.prompts, self.references = (
             list(prompts),
             None if references is None else list(references),
@@ -140,12 +185,13 @@ class IterativeDPO(Agent):
         self.reward, self.preference = reward, preference
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.best_score = -math.inf
+        self.best_round: int | None = None  # the round whose weights best_state holds
         self.best_state: dict[str, torch.Tensor] | None = None
         self._val_anchor: list[str] | None = None  # π_1's validation completions (pairwise only)
 
-    def _sample_val(self) -> list[str]:
+    def _sample_val(self) -> GenerationOutput:
         g = torch.Generator(device=self.policy.device).manual_seed(self.config.seed + 7919)
-        out = generate(
+        return generate(
             self.policy,
             self.val_prompts,
             max_new_tokens=self.config.max_new_tokens,
@@ -154,22 +200,43 @@ class IterativeDPO(Agent):
             top_p=self.config.top_p if self.config.top_p < 1 else None,
             generator=g,
         )
-        return list(out.texts)
+
+    def _sequence_kl(self, out: GenerationOutput) -> Tensor:  # (B,)
+        """Σ_j log π_t(y_j|·) - log π_1(y_j|·) over each sampled completion (k1 per sequence)."""
+        assert self.ref is not None  # built whenever select_kl_coef > 0
+        mask = out.completion_mask  # (B, T)
+        n = mask.shape[1]
+        logp = self.policy.logprobs(out.sequences, out.attention_mask)[:, -n:]  # (B, T)
+        logp_ref = self.ref.logprobs(out.sequences, out.attention_mask)[:, -n:]  # (B, T)
+        return (kl_k1(logp, logp_ref) * mask).sum(-1)  # (B,)
 
     @torch.no_grad()
-    def validate(self) -> float:
-        """Mean reward (or win rate against π_1) of the current policy on the validation prompts."""
-        texts = self._sample_val()
+    def validation(self) -> dict[str, float]:
+        """The current policy on the validation prompts: "val_reward" (mean reward, or win rate
+        against π_1), "val_kl" (mean KL(π_t‖π_1) per sequence; NaN when select_kl_coef = 0) and
+        "val_score" = val_reward - select_kl_coef·val_kl, the selection criterion."""
+        out = self._sample_val()
+        texts = list(out.texts)
         if self.reward is not None:
-            return float(np.mean(self.reward(self.val_prompts, texts, self.val_references)))
-        assert self.preference is not None
-        if self._val_anchor is None:
-            self._val_anchor = texts  # π_1 against itself: 1/2 by symmetry
-        return float(np.mean(self.preference(self.val_prompts, texts, self._val_anchor)))
+            reward = float(np.mean(self.reward(self.val_prompts, texts, self.val_references)))
+        else:
+            assert self.preference is not None
+            if self._val_anchor is None:
+                self._val_anchor = texts  # π_1 against itself: 1/2 by symmetry
+            reward = float(np.mean(self.preference(self.val_prompts, texts, self._val_anchor)))
+        beta_sel = self.config.select_kl_coef
+        kl = float(self._sequence_kl(out).mean()) if beta_sel > 0 else math.nan
+        score = reward - beta_sel * kl if beta_sel > 0 else reward
+        return {"val_reward": reward, "val_kl": kl, "val_score": score}
+
+    def validate(self) -> float:
+        """The validation score of the current policy (see :meth:`validation`)."""
+        return self.validation()["val_score"]
 
     def _keep_if_best(self, score: float) -> None:
         if score > self.best_score:
             self.best_score = score
+            self.best_round = self.round
             self.best_state = {
                 k: v.detach().cpu().clone() for k, v in self.policy.model.state_dict().items()
             }
@@ -188,10 +255,14 @@ class IterativeDPO(Agent):
     def learn(self, rounds: int | None = None) -> list[dict[str, float]]:
         """Run ``rounds`` (default: the rest of ``config.rounds``) of sample -> rank -> DPO.
 
+        With ``config.select_best_round``, a call that ends at (or past) ``config.rounds`` loads the
+        best round's weights into the policy before it returns.
+
         Returns:
             One row per round: pairs kept, their mean margin, the mean score of π_t's samples on the
-            training prompts, the last DPO update's loss/accuracy/margin, and "val_score" of
-            π_{t+1}. Row 0 ("round" 0) holds π_1's validation score.
+            training prompts, the last DPO update's loss/accuracy/margin, π_{t+1}'s validation
+            (:meth:`validation`'s keys) and "best_round", the round ``best_policy()`` now holds.
+            Row 0 ("round" 0) holds π_1's validation.
         """
         rows: list[dict[str, float]] = []
 
@@ -200,9 +271,9 @@ class IterativeDPO(Agent):
             self._record(row)
 
         if self.step == 0 and not self.history:
-            score = self.validate()
-            self._keep_if_best(score)
-            record(dict.fromkeys(_ROW_KEYS, math.nan) | {"round": 0.0, "val_score": score})
+            val = self.validation()
+            self._keep_if_best(val["val_score"])
+            record(dict.fromkeys(_ROW_KEYS, math.nan) | {"round": 0.0, **val, "best_round": 0.0})
         todo = self.config.rounds - self.round if rounds is None else rounds
         for _ in progress(range(todo), desc="IterativeDPO", disable=not self.progress_bar):
             prompts, refs = self._round_prompts()
@@ -225,10 +296,10 @@ class IterativeDPO(Agent):
                     f"round {self.round + 1}: no pair of {len(prompts)} prompts passed min_margin="
                     f"{self.config.min_margin}; lower it or raise k"
                 )
-            # π_ref = π_t: DPO freezes a copy of the policy as it is at the start of the round.
             dpo_cfg = dataclasses.replace(self.config.dpo, seed=self.config.dpo.seed + self.round)
             agent = DPO(
                 self.policy,
+                self._round_reference(),
                 data=sampled.pairs,
                 config=dpo_cfg,
                 device=str(self.device),
@@ -237,8 +308,8 @@ class IterativeDPO(Agent):
             last = agent.learn(self.config.updates_per_round)[-1]
             del agent  # frees π_t's copy before validation samples
             self.step += 1
-            score = self.validate()
-            self._keep_if_best(score)
+            val = self.validation()
+            self._keep_if_best(val["val_score"])
             record(
                 {
                     "round": float(self.round),
@@ -248,10 +319,22 @@ class IterativeDPO(Agent):
                     "loss": last["loss"],
                     "accuracy": last["accuracy"],
                     "margin": last["margin"],
-                    "val_score": score,
+                    **val,
+                    "best_round": math.nan if self.best_round is None else float(self.best_round),
                 }
             )
+        if self.config.select_best_round and self.round >= self.config.rounds:
+            self.restore_best()
         return rows
+
+    def _round_reference(self) -> LanguageModel | None:
+        """π_ref of this round's DPO: π_1, or None (DPO then freezes π_t, the policy as it is)."""
+        return self.ref if self.config.reference == "original" else None
+
+    def restore_best(self) -> None:
+        """Load the best validation round's weights into the policy (in place)."""
+        if self.best_state is not None:
+            self.policy.model.load_state_dict(self.best_state)
 
     @property
     def round(self) -> int:
@@ -268,13 +351,18 @@ class IterativeDPO(Agent):
     def _write_parts(self, path: Path) -> list[str]:
         self.policy.save_pretrained(path / "policy")
         self.best_policy().save_pretrained(path / "best")
-        return ["policy", "best"]
+        if self.ref is None:
+            return ["policy", "best"]
+        self.ref.save_pretrained(path / "reference")
+        return ["policy", "best", "reference"]
 
     def _state(self) -> dict[str, Any]:
         return {
             "round": self.round,
             "history": self.history,
             "best_score": self.best_score,
+            "best_round": self.best_round,
+            "reference": self.ref is not None,
             "generator": self.generator.get_state(),
             "prompts": list(self.prompts),
             "references": self.references,
@@ -296,6 +384,10 @@ class IterativeDPO(Agent):
         **runtime: Any,
     ) -> IterativeDPO:
         policy = LanguageModel.from_pretrained(path / "policy", device=device)
+        # π_1 as saved (a copy of the loaded policy would be π_t, not π_1).
+        ref = None
+        if state.get("reference"):  # absent in checkpoints older than the anchor
+            ref = LanguageModel.from_pretrained(path / "reference", device=device)
         agent = cls(
             policy,
             state["prompts"],
@@ -304,6 +396,7 @@ class IterativeDPO(Agent):
             references=state["references"],
             val_prompts=state["val_prompts"],
             val_references=state["val_references"],
+            ref=ref,
             config=config,
             device=device,
             **runtime,
@@ -312,6 +405,7 @@ class IterativeDPO(Agent):
         agent.best_state = {k: v.clone() for k, v in best.model.state_dict().items()}
         agent.step, agent.history = state["round"], state["history"]
         agent.best_score = state["best_score"]
+        agent.best_round = state.get("best_round")  # None in checkpoints older than the field
         agent.generator.set_state(state["generator"])
         agent._val_anchor = state["val_anchor"]
         return agent
@@ -325,5 +419,8 @@ _ROW_KEYS = (
     "loss",
     "accuracy",
     "margin",
+    "val_reward",
+    "val_kl",
     "val_score",
+    "best_round",
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import itertools
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from textgym.agents import iterative_dpo
 from textgym.agents.dpo import (
     DPO,
     LOSSES,
@@ -34,7 +36,7 @@ import textgym
 from textgym.decoding import generate
 from textgym.lm import LanguageModel
 from textgym.pair_sampling import sample_pairs
-from textgym.preference import PreferenceBatch, sequence_logps, tokenize_pairs
+from textgym.preference import PreferenceBatch, cached_logps, sequence_logps, tokenize_pairs
 from textgym.tasks import load
 
 PAIRS = TOY_PAIRS[:6]
@@ -320,6 +322,151 @@ def test_iterative_dpo_argument_errors(tiny_gpt2_dir: str) -> None:
         IterativeDPOConfig(k=1)
     with pytest.raises(ValueError, match="needs references"):
         IterativeDPO(lm, PROMPTS, reward=_n_good, config=_iter_cfg(include_reference=True), **RT)
+
+
+def test_iterative_dpo_anti_hacking_config_errors() -> None:
+    with pytest.raises(ValueError, match=r"IterativeDPOConfig\.select_kl_coef.*got -0\.1"):
+        _iter_cfg(select_kl_coef=-0.1)
+    with pytest.raises(ValueError, match="reference"):
+        _iter_cfg(reference="first")
+
+
+def _dpo_rounds(
+    tiny_gpt2_dir: str, monkeypatch: pytest.MonkeyPatch, reference: str
+) -> tuple[LanguageModel, list[tuple[PreferenceBatch, torch.Tensor]]]:
+    """π_1 (a copy of the start) and each round's DPO pairs with the π_ref log-probs DPO cached."""
+    made: list[tuple[PreferenceBatch, torch.Tensor]] = []
+
+    class RecordingDPO(DPO):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append((self.data, self.ref_logps.clone()))
+
+    monkeypatch.setattr(iterative_dpo, "DPO", RecordingDPO)
+    lm = _lm(tiny_gpt2_dir)
+    pi_1 = LanguageModel(copy.deepcopy(lm.model), lm.tokenizer)
+    cfg = _iter_cfg(reference=reference)
+    IterativeDPO(lm, PROMPTS, reward=_n_good, config=cfg, **RT).learn()
+    return pi_1, made
+
+
+def test_iterative_dpo_original_reference_is_pi1_in_every_round(
+    tiny_gpt2_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pi_1, made = _dpo_rounds(tiny_gpt2_dir, monkeypatch, "original")
+    assert len(made) == 2
+    for data, ref_logps in made:  # round 2's π_ref log-probs are π_1's, not π_2's
+        assert_close(ref_logps, cached_logps(pi_1, data), rtol=0, atol=1e-4)
+    # The default (DNO-Prct): round 2 is against π_2, which round 1 moved away from π_1.
+    pi_1, made = _dpo_rounds(tiny_gpt2_dir, monkeypatch, "previous")
+    data, ref_logps = made[1]
+    assert (ref_logps - cached_logps(pi_1, data)).abs().max() > 1e-2
+
+
+VAL_PROMPTS = ["one two", "three four"]
+
+
+def _scheduled_val_reward(scores: Sequence[float]) -> Any:
+    """``_n_good`` on the training prompts; on VAL_PROMPTS the next of ``scores`` (one a round)."""
+    left = list(scores)
+
+    def reward(prompts: Sequence[str], completions: Sequence[str], refs: object = None) -> Any:
+        if list(prompts) == VAL_PROMPTS:
+            return np.full(len(prompts), left.pop(0), dtype=np.float32)
+        return _n_good(prompts, completions)
+
+    return reward
+
+
+def test_iterative_dpo_select_best_round_restores_the_best_rounds_weights(
+    tiny_gpt2_dir: str,
+) -> None:
+    def run(select: bool) -> IterativeDPO:
+        reward = _scheduled_val_reward([0.2, 1.0, 0.5])  # rounds 0, 1, 2: round 1 is best
+        cfg = _iter_cfg(select_best_round=select)
+        kw = {"reward": reward, "val_prompts": VAL_PROMPTS, "config": cfg}
+        return IterativeDPO(_lm(tiny_gpt2_dir), PROMPTS, **kw, **RT)  # type: ignore[arg-type]
+
+    agent = run(select=True)
+    agent.learn(1)
+    after_round_1 = {k: v.clone() for k, v in agent.policy.model.state_dict().items()}
+    rows = agent.learn(1)  # the last round: ends with the best round's weights
+    assert agent.best_round == 1
+    assert rows[-1]["best_round"] == 1
+    for k, v in agent.policy.model.state_dict().items():
+        assert torch.equal(v, after_round_1[k]), k
+    # Without selection the same run (same seeds) ends with round 2's weights.
+    plain = run(select=False)
+    plain.learn()
+    assert plain.best_round == 1
+    final = plain.policy.model.state_dict()
+    assert any(not torch.equal(v, after_round_1[k]) for k, v in final.items())
+
+
+def _kl_by_hand(policy: LanguageModel, ref: LanguageModel, out: Any) -> float:
+    """Mean over rows of Σ log π(y_j) - log π_ref(y_j) over the completion, from HF logits."""
+    kls = []
+    with torch.no_grad():
+        for b in range(out.sequences.shape[0]):
+            ids = out.sequences[b][out.attention_mask[b].bool()][None]  # (1, L) unpadded
+            n = int(out.completion_mask[b].sum())
+            per_model = []
+            for lm in (policy, ref):
+                logp = lm.model(ids).logits.log_softmax(-1)[0, :-1]  # (L - 1, V)
+                picked = logp.gather(-1, ids[0, 1:, None])[:, 0]  # (L - 1,)
+                per_model.append(float(picked[-n:].sum()) if n else 0.0)
+            kls.append(per_model[0] - per_model[1])
+    return float(np.mean(kls))
+
+
+def test_iterative_dpo_validation_score_pays_the_kl_to_pi1(tiny_gpt2_dir: str) -> None:
+    lm = _lm(tiny_gpt2_dir)
+    pi_1 = LanguageModel(copy.deepcopy(lm.model), lm.tokenizer)
+    cfg = _iter_cfg(select_kl_coef=0.5, dpo=_cfg(lr=3e-2, batch_size=4))
+    agent = IterativeDPO(lm, PROMPTS, reward=_n_good, config=cfg, **RT)
+    rows = agent.learn()
+    assert rows[0]["val_kl"] == pytest.approx(0.0, abs=1e-5)  # π_1 against itself
+    for r in rows:
+        assert r["val_score"] == pytest.approx(r["val_reward"] - 0.5 * r["val_kl"])
+    by_hand = _kl_by_hand(agent.policy, pi_1, agent._sample_val())
+    assert rows[-1]["val_kl"] == pytest.approx(by_hand, rel=1e-4, abs=1e-4)
+    assert by_hand > 0.05  # the rounds moved the policy
+    scores = [r["val_score"] for r in rows]
+    assert agent.best_round == scores.index(max(scores))
+    # β_sel = 0 (the default): the score is the reward alone and no KL is computed.
+    plain = IterativeDPO(_lm(tiny_gpt2_dir), PROMPTS, reward=_n_good, config=_iter_cfg(), **RT)
+    rows = plain.learn(1)
+    assert math.isnan(rows[-1]["val_kl"])
+    assert rows[-1]["val_score"] == rows[-1]["val_reward"]
+    assert plain.ref is None  # nothing needs π_1: no copy kept
+
+
+def test_iterative_dpo_resume_keeps_pi1_and_the_selection(
+    tiny_gpt2_dir: str, tmp_path: Path
+) -> None:
+    cfg = _iter_cfg(
+        reference="original", select_best_round=True, select_kl_coef=0.1, prompts_per_round=4
+    )
+
+    def fresh() -> IterativeDPO:
+        return IterativeDPO(_lm(tiny_gpt2_dir), PROMPTS, reward=_n_good, config=cfg, **RT)
+
+    straight = fresh()
+    straight.learn()
+    first = fresh()
+    first.learn(1)
+    first.save(tmp_path / "ckpt")
+    del first
+    resumed = IterativeDPO.load(tmp_path / "ckpt", reward=_n_good, **RT)
+    resumed.learn()
+    assert json.dumps(resumed.history) == json.dumps(straight.history)  # NaN as NaN
+    assert resumed.best_round == straight.best_round
+    assert straight.ref is not None
+    assert resumed.ref is not None
+    for model in ("policy", "ref"):
+        a, b = getattr(straight, model).model, getattr(resumed, model).model
+        for (name, x), y in zip(a.named_parameters(), b.parameters(), strict=True):
+            assert torch.equal(x, y), (model, name)
 
 
 # ---------------------------------------------------------------- learning on the embedded model
