@@ -8,6 +8,7 @@ from textgym.agents.gail import GAIL, GAILConfig
 from textgym.agents.grpo import GRPO, GRPOConfig
 from textgym.agents.irl import IRL, IRLConfig
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
+from textgym.agents.kto import KTO, KTOConfig
 from textgym.agents.ppo import PPO, PPOConfig
 from textgym.agents.reinforce import REINFORCE, REINFORCEConfig
 from textgym.agents.reward_modeling import RewardModelConfig, RewardModelTrainer
@@ -18,6 +19,7 @@ __all__ = [
     "GAIL",
     "GRPO",
     "IRL",
+    "KTO",
     "PPO",
     "REINFORCE",
     "BCConfig",
@@ -32,6 +34,7 @@ __all__ = [
     "IRLConfig",
     "IterativeDPO",
     "IterativeDPOConfig",
+    "KTOConfig",
     "LMExpert",
     "PPOConfig",
     "REINFORCEConfig",

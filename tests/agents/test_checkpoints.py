@@ -18,6 +18,7 @@ from textgym.agents import (
     DPO,
     GAIL,
     GRPO,
+    KTO,
     PPO,
     REINFORCE,
     BCConfig,
@@ -28,6 +29,7 @@ from textgym.agents import (
     GRPOConfig,
     IterativeDPO,
     IterativeDPOConfig,
+    KTOConfig,
     PPOConfig,
     REINFORCEConfig,
     RewardModelConfig,
@@ -39,6 +41,7 @@ from toy import make_env
 import textgym
 from textgym import LanguageModel
 from textgym.checkpoint import CheckpointError, encode
+from textgym.feedback import Thumb
 from textgym.preference import PreferencePair
 from textgym.rollout import Sampling
 from textgym.tasks import ReferenceExpert, Task
@@ -115,6 +118,17 @@ def build_dpo(lm: LanguageModel) -> Built:
     return agent, lambda d: DPO.load(d, device="cpu", progress_bar=False)
 
 
+def build_kto(lm: LanguageModel) -> Built:
+    thumbs = [
+        Thumb(p.prompt, c, bool(up))
+        for p in PAIRS
+        for c, up in ((p.chosen, True), (p.rejected, False))
+    ]
+    config = KTOConfig(batch_size=3, warmup_steps=2, lr=1e-3, undesirable_weight=1.2)
+    agent = KTO(lm, data=thumbs, eval_data=thumbs[:4], config=config, progress_bar=False)
+    return agent, lambda d: KTO.load(d, device="cpu", progress_bar=False)
+
+
 def build_iterative_dpo(lm: LanguageModel) -> Built:
     config = IterativeDPOConfig(
         rounds=2, k=4, updates_per_round=2, max_new_tokens=6, min_margin=-1.0,
@@ -148,6 +162,7 @@ BUILDERS = {
     "DAgger": build_dagger,
     "GAIL": build_gail,
     "DPO": build_dpo,
+    "KTO": build_kto,
     "IterativeDPO": build_iterative_dpo,
     "RewardModelTrainer": build_reward_model,
 }
