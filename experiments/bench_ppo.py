@@ -29,7 +29,6 @@ import argparse
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +45,7 @@ import textgym.tasks
 from textgym.assets.bench_models import MODEL_HELP, bench_model
 from textgym.lm import LanguageModel
 from textgym.provenance import git_sha, versions
+from textgym.trl_timing import trl_completions_per_s
 
 TARGET = 1.0
 
@@ -133,61 +133,23 @@ def time_textgym(cfg: BenchConfig, kind: str) -> Timing:
 
 def time_trl(cfg: BenchConfig) -> float | None:
     """Completions/s of RLOOTrainer.train between step ends after warm-up; None without TRL."""
-    try:
-        import datasets
-        import trl
-        from transformers import TrainerCallback
-    except ImportError:
-        return None
-
-    class Clock(TrainerCallback):  # type: ignore[misc]  # transformers is untyped here
-        def __init__(self) -> None:
-            self.stamps: list[float] = []
-
-        def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            self.stamps.append(time.perf_counter())
-
     lm = LanguageModel.from_pretrained(cfg.model, device="cpu")
     sentiment = textgym.rewards.make("sentiment")
-
-    def reward(prompts: list[str], completions: list[str], **_: Any) -> list[float]:
-        return [float(x) for x in sentiment(prompts, completions)]
-
-    task = textgym.tasks.load("reviews", split="train")
-    ds = datasets.Dataset.from_list([{"prompt": p} for p in task.prompts])
-    clock = Clock()
-    with tempfile.TemporaryDirectory() as out:
-        args = trl.RLOOConfig(
-            output_dir=out,
-            per_device_train_batch_size=cfg.batch_size,
-            num_generations=cfg.num_generations,
-            max_completion_length=cfg.max_new_tokens,
-            beta=cfg.beta,
-            max_steps=cfg.warmup + cfg.iterations,
-            learning_rate=1e-5,
-            use_cpu=True,
-            report_to=[],
-            save_strategy="no",
-            logging_steps=10_000,
-            disable_tqdm=True,
-            seed=cfg.seed,
-            dataloader_num_workers=0,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            bf16=cfg.compute_dtype == "bf16",  # TRL 1.16 defaults to bf16=True, also on a CPU
-        )
-        trainer = trl.RLOOTrainer(
-            model=lm.model,
-            reward_funcs=reward,
-            args=args,
-            train_dataset=ds,
-            processing_class=lm.tokenizer,
-            callbacks=[clock],
-        )
-        trainer.train()
-    timed = clock.stamps[cfg.warmup - 1 :]
-    return (len(timed) - 1) * cfg.batch_size / (timed[-1] - timed[0])
+    return trl_completions_per_s(
+        "rloo",
+        lm.model,
+        lm.tokenizer,
+        textgym.tasks.load("reviews", split="train").prompts,
+        lambda prompts, completions: sentiment(prompts, completions).tolist(),
+        batch_size=cfg.batch_size,
+        num_generations=cfg.num_generations,
+        max_new_tokens=cfg.max_new_tokens,
+        beta=cfg.beta,
+        warmup=cfg.warmup,
+        steps=cfg.iterations,
+        seed=cfg.seed,
+        bf16=cfg.compute_dtype == "bf16",  # TRL 1.16 defaults to bf16=True, also on a CPU
+    )
 
 
 def med(xs: list[float]) -> float:
