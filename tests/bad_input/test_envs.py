@@ -177,8 +177,9 @@ def test_a_task_that_is_not_a_task_names_the_valid_ones(task: Any, make: str) ->
     build = gym.make if make == "make" else gym.make_vec
     with pytest.raises(
         TypeError,
-        match=rf"task must be a textgym\.tasks\.Task, a built-in task name \(concepts, grid_nav, "
-        rf"reverse, reviews, target_sum\) or a list of prompt strings, got {task!r}",
+        match=rf"task must be a textgym\.tasks\.Task, a built-in task name \(arithmetic, concepts, "
+        rf"format, grid_nav, reverse, reviews, target_sum\) or a list of prompt strings, "
+        rf"got {task!r}",
     ):
         build("TextGen-v0", task=task)
 
