@@ -12,6 +12,8 @@ Agents (the reward trained on is always the task's own reward, ``load(task).rewa
     base            no training: the starting point every other row is compared with
     reinforce       REINFORCE with the RLOO baseline (K = 4), β = 0.02
     ppo             KL-regularised PPO, β = 0.02
+    grpo            GRPO (groups of G = 4, group-normalised advantages, β = 0.02 as k3 in the
+                    loss, one step a round), with REINFORCE's learning rate
     bc              behaviour cloning on the train split's first reference
     dpo             one round of on-policy DPO: K = 4 samples per prompt ranked by the task reward,
                     best vs worst (``IterativeDPO`` with ``rounds=1``); on ``reverse`` the gold
@@ -54,7 +56,7 @@ from textgym.evaluation import ALL_METRICS, default_reward, evaluate_policy_on_t
 from textgym.lm import LanguageModel
 from textgym.tasks import load
 
-AGENTS = ("base", "reinforce", "ppo", "bc", "dpo", "iterative_dpo", "dagger", "gail")
+AGENTS = ("base", "reinforce", "ppo", "grpo", "bc", "dpo", "iterative_dpo", "dagger", "gail")
 TASKS = ("reviews", "concepts", "reverse")
 
 
@@ -73,9 +75,9 @@ class BenchConfig:
     """episodes per on-policy update."""
     max_new_tokens: int = 24
     rl_updates: int = 40
-    """updates of REINFORCE, PPO and GAIL."""
+    """updates of REINFORCE, PPO, GRPO and GAIL."""
     rl_lr: float = 3e-4
-    """learning rate of REINFORCE (one step per update)."""
+    """learning rate of REINFORCE and GRPO (one step per update)."""
     ppo_lr: float = 3e-4
     """learning rate of PPO (n_epochs x n_minibatches = 16 steps per update)."""
     bc_steps: int = 200
@@ -141,6 +143,15 @@ def train_ppo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> Lang
 
     pcfg = PPOConfig(lr=cfg.ppo_lr, beta=0.02, n_minibatches=4, n_epochs=4, seed=seed)
     agent = PPO(lm, on_policy_env(lm, task, cfg), config=pcfg, progress_bar=False)
+    agent.learn(cfg.rl_updates)
+    return agent.policy
+
+
+def train_grpo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
+    from textgym.agents import GRPO, GRPOConfig
+
+    gcfg = GRPOConfig(group_size=4, lr=cfg.rl_lr, beta=0.02, seed=seed)
+    agent = GRPO(lm, on_policy_env(lm, task, cfg), config=gcfg, progress_bar=False)
     agent.learn(cfg.rl_updates)
     return agent.policy
 
@@ -236,6 +247,7 @@ TRAIN: dict[str, Callable[[LanguageModel, str, BenchConfig, int], LanguageModel]
     "base": train_base,
     "reinforce": train_reinforce,
     "ppo": train_ppo,
+    "grpo": train_grpo,
     "bc": train_bc,
     "dpo": train_dpo,
     "iterative_dpo": train_iterative_dpo,
