@@ -24,13 +24,13 @@ Protocol (fixed before any result of this design was looked at)
   on pairs of validation prompts.
 - Control (misspecified proxy): VADER alone, which ignores both penalties. It checks that the
   pipeline can show a turn at all.
-- Best-of-n: N = 1,024 samples of π_ref for each of 64 validation prompts; for n = 1, 2, 4, ...,
+- Best-of-n: N = 1,024 samples of π_ref for each of 32 validation prompts; for n = 1, 2, 4, ...,
   1,024 the exact expectation, over subsets of n of the N samples, of the gold and proxy of the
   sample the proxy ranks first (order statistics: the i-th of N sorted by proxy is the best of a
   random n-subset with probability C(i-1, n-1)/C(N, n)); KL_bon = log n - (n-1)/n.
-- RL: PPO (``PPOConfig`` defaults, lr 1e-4, 32 episodes per update, 60 updates) on each proxy and
+- RL: PPO (``PPOConfig`` defaults, lr 1e-4, 32 episodes per update, 48 updates) on each proxy and
   the control with no KL penalty (β = 0; the KL is measured, not paid), and on the 1,000-pair
-  proxy with β = 0.01, 0.03, 0.1. At updates 0, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 42, 48, 54, 60:
+  proxy with β = 0.01, 0.03, 0.1. At updates 0, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 42, 48:
   one completion for each of 128 validation prompts (sampler seed 1234), the mean gold, proxy and
   per-sequence KL Σ_t log π/π_ref.
 - 3 seeds; a seed draws its own pairs, trains its own proxies and runs its own RL.
@@ -41,6 +41,8 @@ Protocol (fixed before any result of this design was looked at)
   (``textgym.stats``); the peak shift with data is the paired difference d*(4,000) - d*(250).
   The KL penalty: each β > 0 point's gold minus the same seed's β = 0 curve at the same KL
   (linear interpolation), averaged over the run's points: about 0 = on the frontier, > 0 = above.
+- Changed after a one-seed pilot (``--quick``) for run time only, on a machine 3x oversubscribed:
+  best-of-n prompts 64 -> 32 and RL updates 60 -> 48; nothing else.
 - Verdicts: "over-optimisation shows" for a proxy when the drop's CI excludes 0 while its proxy
   change is > 0; "the peak moves out with data" when the paired d* difference's CI is > 0.
 
@@ -57,7 +59,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -103,11 +104,11 @@ class OveroptConfig:
     rm_epochs: int = 2
     val_prompts: int = 150
     """validation prompts of the proxies' held-out pairs."""
-    bon_prompts: int = 64
+    bon_prompts: int = 32
     bon_samples: int = 1024
     """N, samples of π_ref per prompt for best-of-n (n ≤ N)."""
-    updates: int = 60
-    eval_at: tuple[int, ...] = (0, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 42, 48, 54, 60)
+    eval_at: tuple[int, ...] = (0, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 42, 48)
+    """PPO updates after which the policy is measured (the last one ends the run)."""
     betas: tuple[float, ...] = (0.01, 0.03, 0.1)
     """KL coefficients of the penalised runs, on the ``beta_proxy`` proxy."""
     beta_proxy: int = 1000
@@ -124,7 +125,6 @@ QUICK = {
     "pair_sizes": (250, 1000),
     "bon_prompts": 32,
     "bon_samples": 256,
-    "updates": 24,
     "eval_at": (0, 2, 4, 8, 12, 16, 20, 24),
     "betas": (0.03,),
     "eval_prompts": 64,
@@ -417,8 +417,10 @@ def summarise(cfg: OveroptConfig, per_seed: list[dict[str, Any]]) -> list[dict[s
         )
         rows.append(study_row(STUDY, name, setting, "kl_end", [c[-1]["kl"] for c in curves]))
         fits = [fit_rl(c) for c in curves]
-        for k in ("alpha", "beta", "r2"):
-            rows.append(study_row(STUDY, name, setting, f"gao_rl_{k}", [f[k] for f in fits]))
+        for k in ("alpha", "beta", "r2", "peak_d"):
+            values = [f[k] for f in fits]
+            if all(math.isfinite(v) for v in values):  # a fit with β <= 0 has no peak
+                rows.append(study_row(STUDY, name, setting, f"gao_rl_{k}", values))
         if beta > 0:
             gaps = [
                 frontier_gap(s[name], s[f"proxy {cfg.beta_proxy} pairs, β=0"]) for s in per_seed
@@ -458,8 +460,10 @@ def summarise(cfg: OveroptConfig, per_seed: list[dict[str, Any]]) -> list[dict[s
             )
         )
         fits = [fit_bon(c) for c in curves]
-        for k in ("alpha", "beta", "r2"):
-            rows.append(study_row(STUDY, name, "best-of-n", f"gao_bon_{k}", [f[k] for f in fits]))
+        for k in ("alpha", "beta", "r2", "peak_d"):
+            values = [f[k] for f in fits]
+            if all(math.isfinite(v) for v in values):
+                rows.append(study_row(STUDY, name, "best-of-n", f"gao_bon_{k}", values))
     lo, hi = min(cfg.pair_sizes), max(cfg.pair_sizes)
     by = {r["method"]: r for r in rows if r["metric"] == "peak_d" and r["setting"] == "RL, β=0.0"}
     rows.append(
@@ -493,7 +497,8 @@ def table(cfg: OveroptConfig, rows: list[dict[str, Any]], seconds: float) -> str
         return "n/a"
 
     lines = [
-        f"# Over-optimisation: {cfg.seeds} seeds, {seconds / 60:.0f} min",
+        f"# Over-optimisation: {cfg.seeds} seeds; the cells took {seconds / 60:.0f} min of wall "
+        "time (seeds ran side by side on a shared 2-core machine)",
         "",
         provenance.describe("vaderSentiment"),
         "",
@@ -512,8 +517,8 @@ def table(cfg: OveroptConfig, rows: list[dict[str, Any]], seconds: float) -> str
         "## RL (PPO)",
         "",
         "| run | peak d | gold drop peak→end | gold change | proxy change | KL at end | "
-        "Gao RL α | Gao RL β |",
-        "|---|---|---|---|---|---|---|---|",
+        "Gao RL α | Gao RL β | fitted peak d |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, _, beta in runs(cfg):
         s = f"RL, β={beta}"
@@ -521,7 +526,8 @@ def table(cfg: OveroptConfig, rows: list[dict[str, Any]], seconds: float) -> str
             f"| {name} | {cell(name, s, 'peak_d', 2)} | "
             f"{cell(name, s, 'gold_peak_minus_end_change')} | {cell(name, s, 'gold_change')} | "
             f"{cell(name, s, 'proxy_change', 2)} | {cell(name, s, 'kl_end', 1)} | "
-            f"{cell(name, s, 'gao_rl_alpha')} | {cell(name, s, 'gao_rl_beta')} |"
+            f"{cell(name, s, 'gao_rl_alpha')} | {cell(name, s, 'gao_rl_beta')} | "
+            f"{cell(name, s, 'gao_rl_peak_d', 2)} |"
         )
     lo, hi = min(cfg.pair_sizes), max(cfg.pair_sizes)
     lines += [
@@ -540,8 +546,9 @@ def table(cfg: OveroptConfig, rows: list[dict[str, Any]], seconds: float) -> str
         f"## Best-of-n (N = {cfg.bon_samples}, n ≤ {cfg.bon_samples}, "
         f"KL ≤ {math.log(cfg.bon_samples) - 1:.1f})",
         "",
-        "| proxy | peak d | gold drop peak→end | gold change n=1→N | Gao BoN α | Gao BoN β |",
-        "|---|---|---|---|---|---|",
+        "| proxy | peak d | gold drop peak→end | gold change n=1→N | Gao BoN α | Gao BoN β | "
+        "fitted peak d |",
+        "|---|---|---|---|---|---|---|",
     ]
     for key in [CONTROL, *map(str, cfg.pair_sizes)]:
         name = CONTROL if key == CONTROL else f"proxy {key} pairs"
@@ -549,7 +556,8 @@ def table(cfg: OveroptConfig, rows: list[dict[str, Any]], seconds: float) -> str
         lines.append(
             f"| {name} | {cell(name, s, 'peak_d', 2)} | "
             f"{cell(name, s, 'gold_peak_minus_end_change')} | {cell(name, s, 'gold_change')} | "
-            f"{cell(name, s, 'gao_bon_alpha')} | {cell(name, s, 'gao_bon_beta')} |"
+            f"{cell(name, s, 'gao_bon_alpha')} | {cell(name, s, 'gao_bon_beta')} | "
+            f"{cell(name, s, 'gao_bon_peak_d', 2)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -610,30 +618,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 seeds, 2 proxies, 24 updates")
     parser.add_argument("--seeds", type=int, help="number of seeds (0, 1, ...)")
     parser.add_argument("--out", help="results folder")
+    parser.add_argument(
+        "--only-seed", type=int, help="compute this seed's cells and stop (run seeds side by side)"
+    )
     ns = parser.parse_args(argv)
     cfg = replace(OveroptConfig(), **QUICK) if ns.quick else OveroptConfig()
     cfg = replace(cfg, **{k: v for k, v in {"seeds": ns.seeds, "out": ns.out}.items() if v})
     torch.set_num_threads(cfg.threads)
+    if ns.only_seed is not None:
+        run_seed(cfg, ns.only_seed)
+        return
     start = time.perf_counter()
     per_seed = [run_seed(cfg, seed) for seed in range(cfg.seeds)]
     seconds = time.perf_counter() - start
     out = Path(cfg.out)
+    # Each cell records the seconds it took when computed (wall time on its process).
+    cell_seconds = sum(
+        json.loads(p.read_text()).get("seconds", 0.0) for p in (out / "cells").glob("*.json")
+    )
     rows = summarise(cfg, per_seed)
     write_rows(
         out / "summary.json",
         rows,
         config=asdict(cfg),
         seconds=seconds,
+        cell_seconds=cell_seconds,
         provenance=provenance.describe("vaderSentiment"),
     )
     plot(cfg, per_seed, out)
-    md = table(cfg, rows, seconds)
+    md = table(cfg, rows, cell_seconds)
     (out / "summary.md").write_text(md)
     print(md)
     spread = {
         n: mean_std([s["proxies"][str(n)]["val_acc"] for s in per_seed]) for n in cfg.pair_sizes
     }
-    print(f"# proxy accuracy: {spread}; {statistics.fmean([seconds]):.0f} s")
+    print(f"# proxy accuracy: {spread}; {seconds:.0f} s this invocation")
 
 
 if __name__ == "__main__":
