@@ -82,6 +82,7 @@ from textgym import plots, provenance, tasks
 from textgym.evaluation import sample_with_kl, task_env
 from textgym.lm import LanguageModel
 from textgym.pair_sampling import synthetic_preferences
+from textgym.records import write_json
 from textgym.stats import paired_change_row, study_row, write_summary
 from textgym.training import frozen_copy
 
@@ -261,8 +262,7 @@ def save_run(
     path: Path, key: dict[str, Any], points: list[dict], seconds: float, cpu_seconds: float
 ) -> dict:
     data = {"key": key, "seconds": seconds, "cpu_seconds": cpu_seconds, "points": points}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    write_json(path, data)  # atomic: an interrupted write leaves no half run to resume from
     return data
 
 

@@ -78,6 +78,7 @@ from textgym import plots
 from textgym.evaluation import evaluate_policy_on_task, samples
 from textgym.lm import LanguageModel
 from textgym.provenance import describe, git_sha, versions
+from textgym.records import write_json
 from textgym.stats import bootstrap_ci, paired_change_row, study_row, write_summary
 from textgym.tasks import load
 from textgym.training import frozen_copy
@@ -384,7 +385,7 @@ def main() -> None:
                 bar.update(cfg.rounds + 1)
                 continue
             run = train_run(cfg, anchor, seed, bar)
-            path.write_text(json.dumps(run, indent=1))
+            write_json(path, run, newline=False)  # atomic: no half run to resume from
             runs[anchor, seed] = run
     for (a, s), run in runs.items():  # best_policy() holds the round the agent selected
         picked = run["rounds"][run["best_round"]]

@@ -79,6 +79,7 @@ from textgym.decoding import generate
 from textgym.evaluation import sample_with_kl, task_env
 from textgym.lm import LanguageModel
 from textgym.pair_sampling import synthetic_preferences
+from textgym.records import write_json
 from textgym.stats import (
     best_of_n_kl,
     best_of_n_weights,
@@ -327,11 +328,8 @@ def load_cell(path: Path, cfg: OveroptConfig) -> Any:
 
 
 def save_cell(path: Path, cfg: OveroptConfig, data: Any, seconds: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     rec = {"config": cell_config(cfg), "seconds": seconds, "data": data}
-    tmp.write_text(json.dumps(rec, indent=1))
-    tmp.replace(path)  # atomic: an interrupted write leaves no half cell
+    write_json(path, rec, newline=False)  # atomic: an interrupted write leaves no half cell
 
 
 def run_seed(cfg: OveroptConfig, seed: int) -> dict[str, Any]:

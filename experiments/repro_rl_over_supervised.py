@@ -83,6 +83,7 @@ from textgym import benchmark, plots, provenance
 from textgym.envs import TopPMask
 from textgym.evaluation import evaluate_policy_on_task
 from textgym.lm import LanguageModel
+from textgym.records import write_json
 from textgym.rollout import Sampling
 from textgym.stats import bootstrap_ci, paired_change_row, study_row, write_summary
 from textgym.tasks import load
@@ -280,10 +281,7 @@ def run_cells(
             continue
         t0 = time.perf_counter()
         rec = run_cell(cell_cfg, method, seed, n_prompts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1))
-        tmp.replace(path)  # atomic: an interrupted write leaves no half cell
+        write_json(path, rec, newline=False)  # atomic: an interrupted write leaves no half cell
         print(
             f"# {method} seed {seed}: {time.perf_counter() - t0:.0f} s, greedy CIDEr-D "
             f"{rec['metrics']['greedy']['cider']:.3f}, sampled CIDEr-D "

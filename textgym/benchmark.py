@@ -54,6 +54,7 @@ import textgym
 from textgym import plots
 from textgym.evaluation import ALL_METRICS, default_reward, evaluate_policy_on_task
 from textgym.lm import LanguageModel
+from textgym.records import write_json
 from textgym.tasks import load
 
 AGENTS = ("base", "reinforce", "ppo", "grpo", "bc", "dpo", "iterative_dpo", "dagger", "gail")
@@ -340,10 +341,7 @@ def run(cfg: BenchConfig, progress: bool = True) -> list[dict[str, Any]]:
             records.append(rec)
             continue
         rec = run_cell(cfg, agent, task, seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1))
-        tmp.replace(path)  # atomic: an interrupted write never leaves a half cell behind
+        write_json(path, rec, newline=False)  # atomic: never half a cell behind
         records.append(rec)
     for (a, t), why in skipped.items():
         print(f"# skipped {a} on {t}: {why}")

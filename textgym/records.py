@@ -1,5 +1,8 @@
 """Records from JSON-lines files, with errors that name the file, the line and the field.
 
+:func:`write_json` is the other direction: one JSON document written atomically (a study's
+resumable cell, a summary), so an interrupted write never leaves half a file to resume from.
+
 Shared by the task loader (:meth:`textgym.tasks.Task.from_jsonl`) and the preference-data loader
 (:func:`textgym.preference.load_jsonl`): a line that is not UTF-8, not JSON or not an object, and
 a field that is missing or of the wrong type, is an error naming ``path:line``.
@@ -12,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FieldTypeError", "MissingFieldError", "read_jsonl"]
+__all__ = ["FieldTypeError", "MissingFieldError", "read_jsonl", "write_json"]
 
 
 class MissingFieldError(ValueError, KeyError):
@@ -60,3 +63,14 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, Any]]]
             raise FieldTypeError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         out.append((where, rec))
     return out
+
+
+def write_json(path: str | os.PathLike[str], data: Any, newline: bool = True) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (a temporary file, then a rename);
+    parent folders are created. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + ("\n" if newline else ""))
+    os.replace(tmp, path)
+    return path

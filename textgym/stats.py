@@ -9,7 +9,6 @@ metric ends in ``_change``. ``write_summary`` writes the rows as a study's ``sum
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from textgym.records import write_json
 
 __all__ = [
     "best_of_n_kl",
@@ -112,10 +113,7 @@ def paired_change_row(
 
 def write_summary(path: str | Path, rows: Sequence[dict[str, Any]], **meta: Any) -> Path:
     """Write ``{"rows": rows, **meta}`` as indented JSON (parents created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**meta, "rows": list(rows)}, indent=1) + "\n")
-    return path
+    return write_json(path, {**meta, "rows": list(rows)})
 
 
 def gao_curve(d: Any, alpha: float, beta: float, form: str) -> np.ndarray:
