@@ -144,6 +144,26 @@ def test_worked_solutions_are_true_and_end_in_the_answer() -> None:
             assert p.prompt.endswith("How many now?\nA:")
 
 
+def test_smaller_numbers_stay_in_their_ranges() -> None:
+    rows = arithmetic_records(
+        VerifiableDataConfig(
+            train=300, validation=0, test=60, max_start=20, max_operand=9, max_value=99
+        )
+    )
+    for r in rows:
+        numbers = [int(n) for n in re.findall(r"\d+", str(r["references"][0]))]  # type: ignore[index]
+        assert max(numbers) <= 99, r
+        start = int(re.findall(r"has (\d+)", str(r["prompt"]))[0])
+        assert 2 <= start <= 20, r
+        for k in re.findall(r"\d+[-+](\d+)=", str(r["references"][0])):  # type: ignore[index]
+            assert 1 <= int(k) <= 9, r
+        assert equations_correct(str(r["references"][0]))[0] == r["steps"]  # type: ignore[index]
+    with pytest.raises(ValueError, match="max_value=10 is below max_start=20"):
+        VerifiableDataConfig(max_start=20, max_value=10)
+    with pytest.raises(ValueError, match="max_operand=1"):
+        VerifiableDataConfig(max_operand=1)
+
+
 def test_builtin_splits_sizes_difficulty_and_determinism() -> None:
     rows = arithmetic_records()
     assert rows == arithmetic_records()  # seeded

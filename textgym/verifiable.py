@@ -81,19 +81,22 @@ class Problem:
     steps: int
 
 
-def _step(rng: random.Random, x: int) -> tuple[str, str, int]:
-    """One random step from amount x: (verb phrase, equation, new amount)."""
+def _step(
+    rng: random.Random, x: int, max_operand: int = 50, max_value: int = MAX_VALUE
+) -> tuple[str, str, int]:
+    """One random step from amount x: (verb phrase, equation, new amount), every amount in
+    0..max_value and every added or taken amount in 1..max_operand."""
     options = []
-    if x < MAX_VALUE:
-        k = rng.randint(1, min(50, MAX_VALUE - x))
+    if x < max_value:
+        k = rng.randint(1, min(max_operand, max_value - x))
         options.append(
             (f"{rng.choice(['gets', 'finds', 'buys'])} {k} more", f"{x}+{k}={x + k}.", x + k)
         )
     if x > 1:
-        k = rng.randint(1, min(50, x - 1))
+        k = rng.randint(1, min(max_operand, x - 1))
         phrase = rng.choice([f"gives {k} away", f"loses {k}", f"sells {k}"])
         options.append((phrase, f"{x}-{k}={x - k}.", x - k))
-    factors = [k for k in (2, 3, 4) if 0 < x * k <= MAX_VALUE]
+    factors = [k for k in (2, 3, 4) if 0 < x * k <= max_value]
     if factors:
         k = rng.choice(factors)
         word = {2: "doubles", 3: "triples", 4: "quadruples"}[k]
@@ -103,18 +106,26 @@ def _step(rng: random.Random, x: int) -> tuple[str, str, int]:
         k = rng.choice(divisors)
         share = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}[k]
         options.append((f"keeps {share}", f"{x}/{k}={x // k}.", x // k))
-    return rng.choice(options)  # x in 0..999 always allows + or -
+    return rng.choice(options)  # x in 0..max_value always allows + or -
 
 
-def arithmetic_problem(rng: random.Random, steps: int) -> Problem:
-    """A word problem of ``steps`` operations, its worked solution and answer (all whole numbers
-    in 0..999)."""
+def arithmetic_problem(
+    rng: random.Random,
+    steps: int,
+    *,
+    max_start: int = 60,
+    max_operand: int = 50,
+    max_value: int = MAX_VALUE,
+) -> Problem:
+    """A word problem of ``steps`` operations, its worked solution and answer: the start amount in
+    2..max_start, amounts added or taken in 1..max_operand, every amount in 0..max_value (the
+    defaults are the built-in task's)."""
     name, items = rng.choice(NAMES), rng.choice(ITEMS)
-    x = rng.randint(2, 60)
+    x = rng.randint(2, max_start)
     phrases, equations = [], []
     start = x
     for _ in range(steps):
-        phrase, equation, x = _step(rng, x)
+        phrase, equation, x = _step(rng, x, max_operand, max_value)
         phrases.append(phrase)
         equations.append(equation)
     told = ", ".join(phrases[:-1]) + (" and " if steps > 1 else "") + phrases[-1]
@@ -365,6 +376,24 @@ class VerifiableDataConfig:
     """Steps of the train and validation problems (equally many of each)."""
     test_steps: tuple[int, ...] = (4, 5)
     """Steps of the test problems."""
+    max_start: int = 60
+    """Arithmetic: the start amount is drawn from 2..max_start."""
+    max_operand: int = 50
+    """Arithmetic: amounts added or taken away are drawn from 1..max_operand."""
+    max_value: int = MAX_VALUE
+    """Arithmetic: every amount stays in 0..max_value (smaller numbers: an easier task)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_start", "max_operand"):
+            if getattr(self, name) < 2:
+                raise ValueError(
+                    f"VerifiableDataConfig.{name}={getattr(self, name)}: use 2 or more"
+                )
+        if self.max_value < self.max_start:
+            raise ValueError(
+                f"VerifiableDataConfig.max_value={self.max_value} is below "
+                f"max_start={self.max_start}: raise max_value or lower max_start"
+            )
 
 
 def arithmetic_records(
@@ -379,7 +408,13 @@ def arithmetic_records(
         n = getattr(cfg, split)
         for i in range(n):
             for _ in range(1000):
-                problem = arithmetic_problem(rng, steps[i % len(steps)])
+                problem = arithmetic_problem(
+                    rng,
+                    steps[i % len(steps)],
+                    max_start=cfg.max_start,
+                    max_operand=cfg.max_operand,
+                    max_value=cfg.max_value,
+                )
                 if problem.prompt not in seen:
                     break
             else:
