@@ -20,6 +20,22 @@ Exact conversions, and what each loses:
   original, i.e. what not to do.
 - :func:`ratings_to_pairs`: pairs of ratings of one prompt with different values. Loses the scale
   (how much better) and every rating whose prompt was rated once.
+- :func:`corrections_to_pairs`, :func:`corrections_to_demonstrations`: the two above over a list,
+  each one call away from an agent: ``DPO(policy, data=corrections_to_pairs(cs))``,
+  ``BC(policy, corrections_to_demonstrations(cs))``, ``RewardModelTrainer(rm,
+  corrections_to_pairs(cs))``.
+
+Counting judgments (:func:`judgments`), the currency in which forms are compared: one comparison,
+one rating, one thumb and one correction are one judgment each; a ranking of K is K - 1, the
+fewest comparisons that can produce it (a chain of adjacent items, each compared once), so a
+ranking is never counted as cheaper than the comparisons it holds at the least.
+
+Token rows (:class:`FeedbackBatch`): the examples of any form as one padded batch of rows and,
+per example, the rows of its K items (a pair 2, a ranking K, a rating or a thumb 1), which the
+reward-model trainer and the listwise-DPO agent read.
+
+Synthetic feedback (:class:`Annotator`): a simulated person who gives every form from one hidden
+gold reward, through the same noise, for studies and learning tests.
 
 Loaders: :func:`load_jsonl` (``kind=`` one of ``"ranking"``, ``"rating"``, ``"thumb"``,
 ``"correction"``) and :func:`from_records` (any iterable of mappings, e.g. a ``datasets.Dataset``);
@@ -33,22 +49,31 @@ scale defaults to 1-5); thumb ``{"prompt", "completion", "label"}`` (``true``/``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from textgym.preference import PreferencePair
+import numpy as np
+import torch
+from torch import Tensor
+
+from textgym.preference import PreferencePair, RewardFn
 from textgym.records import FieldTypeError, MissingFieldError, read_jsonl
 
 __all__ = [
+    "Annotator",
     "Correction",
+    "FeedbackBatch",
     "Ranking",
     "Rating",
     "Thumb",
     "correction_to_demonstration",
     "correction_to_pair",
+    "corrections_to_demonstrations",
+    "corrections_to_pairs",
     "from_records",
+    "judgments",
     "load_jsonl",
     "ranking_order",
     "ranking_to_pairs",
@@ -194,6 +219,227 @@ def ratings_to_pairs(ratings: Sequence[Rating]) -> list[PreferencePair]:
                     w, lo = (a, b) if a.rating > b.rating else (b, a)
                     pairs.append(PreferencePair(prompt, w.completion, lo.completion))
     return pairs
+
+
+def corrections_to_pairs(corrections: Sequence[Correction]) -> list[PreferencePair]:
+    """:func:`correction_to_pair` of each: DPO's (or a Bradley-Terry reward model's) data."""
+    return [correction_to_pair(c) for c in _all_of(corrections, Correction)]
+
+
+def corrections_to_demonstrations(corrections: Sequence[Correction]) -> list[tuple[str, str]]:
+    """:func:`correction_to_demonstration` of each: BC's ``(prompt, completion)`` data."""
+    return [correction_to_demonstration(c) for c in _all_of(corrections, Correction)]
+
+
+def _all_of(records: Sequence[Any], kind: type) -> Sequence[Any]:
+    if not records:
+        raise ValueError(f"no {kind.__name__} records")
+    bad = next((i for i, r in enumerate(records) if not isinstance(r, kind)), None)
+    if bad is not None:
+        raise TypeError(f"record {bad} is a {type(records[bad]).__name__}, not a {kind.__name__}")
+    return records
+
+
+def judgments(record: Feedback | PreferencePair) -> int:
+    """Human judgments a record cost: a ranking of K is K - 1, any other record 1 (see above)."""
+    if isinstance(record, Ranking):
+        return len(record.completions) - 1
+    if isinstance(record, Rating | Thumb | Correction | PreferencePair):
+        return 1
+    raise TypeError(f"not a feedback record: {type(record).__name__}")
+
+
+# ---------------------------------------------------------------------------- token rows
+
+
+@dataclass
+class FeedbackBatch:
+    """N feedback examples as token rows: example n's items are rows ``items[n]`` (-1: none).
+
+    A pair's items are (chosen, rejected); a ranking's its completions best first; a rating's or a
+    thumb's its one completion. Rows are x ⊕ y, right-padded (valid prefix first), on the CPU.
+    """
+
+    input_ids: Tensor  # (R, L) int64
+    attention_mask: Tensor  # (R, L) int64, 1 = real token
+    completion_mask: Tensor  # (R, L) bool, True on y's tokens
+    items: Tensor  # (N, K) int64, row of example n's item k; -1 after a shorter example's last
+    targets: Tensor  # (N,) float32, the example's number (a rating target, a thumb); 0 if none
+    classes: int = 0
+    """C, the classes of a rating scale (ordinal models); 0 otherwise."""
+
+    def __post_init__(self) -> None:
+        r = self.input_ids.shape[0] if self.input_ids.dim() == 2 else -1
+        shapes = [
+            tuple(t.shape) for t in (self.input_ids, self.attention_mask, self.completion_mask)
+        ]
+        if r < 1 or len(set(shapes)) != 1:
+            raise ValueError(f"FeedbackBatch needs three (R, L) row tensors, got {shapes}")
+        if self.items.dim() != 2 or self.targets.shape != (self.items.shape[0],):
+            raise ValueError(
+                f"FeedbackBatch needs (N, K) items and (N,) targets, got "
+                f"{tuple(self.items.shape)} and {tuple(self.targets.shape)}"
+            )
+        if len(self.items) == 0 or (self.items[:, 0] < 0).any() or (self.items >= r).any():
+            raise ValueError(f"FeedbackBatch: each example needs a first item in [0, {r})")
+
+    def __len__(self) -> int:
+        """N, the number of examples."""
+        return int(self.items.shape[0])
+
+    @property
+    def width(self) -> int:
+        """K, the most items an example has."""
+        return int(self.items.shape[1])
+
+    def rows(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The rows of examples ``index`` (b,), item-major, trimmed to their longest row.
+
+        Returns:
+            ``(input_ids, attention_mask, completion_mask, valid)``: (K·b, L') rows, item k of
+            example i at row k·b + i (a missing item repeats the example's first), and (b, K)
+            bool, False on the repeats. For pairs: the chosen rows, then the rejected.
+        """
+        items = self.items[index]  # (b, K)
+        valid = items >= 0
+        filled = torch.where(valid, items, items[:, :1])  # (b, K)
+        rows = filled.T.flatten()  # (K·b,)
+        mask = self.attention_mask[rows]  # (K·b, L)
+        length = int(mask.sum(1).max())  # right padding: the longest row ends there
+        return (
+            self.input_ids[rows, :length],
+            mask[:, :length],
+            self.completion_mask[rows, :length],
+            valid,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Its tensors and C, for a checkpoint: ``FeedbackBatch(**d)`` rebuilds it."""
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "completion_mask": self.completion_mask,
+            "items": self.items,
+            "targets": self.targets,
+            "classes": self.classes,
+        }
+
+
+# ---------------------------------------------------------------------------- a simulated person
+
+
+@dataclass(frozen=True)
+class Annotator:
+    """A simulated person who gives every form of feedback from one hidden utility u = gold(x, y).
+
+    Each judgment reads u through logistic noise of scale τ (``noise``), so that the forms agree
+    on what is better and differ only in what they report::
+
+        comparison  a ≻ b with probability σ((u_a - u_b)/τ)                 (Bradley-Terry)
+        ranking     the order of u_k + τ·g_k, g_k ~ Gumbel(0, 1): Plackett-Luce on u/τ, and for
+                    K = 2 exactly the comparison (a difference of Gumbels is logistic)
+        rating      low + #{cut points below u + τ·ε}, ε ~ Logistic(0, 1), the C - 1 cut points
+                    evenly inside ``utility_range`` (the ordinal logit model)
+        thumb       up when u + τ·ε > ``threshold`` (default: the middle of ``utility_range``)
+        correction  ``editor(x, y)``, kept when it differs from y (a person edits what they would
+                    improve; a completion left as it is spent the judgment and gave no record)
+
+    τ = 0 is noise-free; ties in u are then broken at random. Every method takes the caller's
+    ``numpy.random.Generator``: same seed, same feedback. Completions must be non-empty texts
+    (the records refuse empty ones).
+
+    Args:
+        gold: the hidden reward, batched ``(prompts, completions, references) -> (B,)``.
+        noise: τ, in units of u.
+        utility_range: the range of u (VADER sentiment: (0, 1)), for the cut points.
+        scale: (low, high) of the ratings, whole numbers.
+        threshold: the thumb's cut in u; None: the middle of ``utility_range``.
+    """
+
+    gold: RewardFn
+    noise: float = 0.1
+    utility_range: tuple[float, float] = (0.0, 1.0)
+    scale: tuple[int, int] = (1, 5)
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise ValueError(f"noise must be finite and >= 0, got {self.noise}")
+        lo, hi = self.utility_range
+        if not lo < hi:
+            raise ValueError(f"utility_range needs low < high, got {self.utility_range}")
+        if not (self.scale[1] > self.scale[0] and all(isinstance(v, int) for v in self.scale)):
+            raise ValueError(f"scale must be whole numbers low < high, got {self.scale}")
+
+    def utilities(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        """u = gold(x, y) of each (x, y), (B,) float64."""
+        return np.asarray(self.gold(list(prompts), list(completions), None), dtype=np.float64)
+
+    def _keys(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """u + τ·Gumbel noise; at τ = 0 a random tie-break far below any difference in u."""
+        if self.noise > 0:
+            return u + self.noise * rng.gumbel(size=u.shape)
+        return u + 1e-12 * rng.permutation(u.size).reshape(u.shape)
+
+    def rank(
+        self, prompts: Sequence[str], completions: Sequence[Sequence[str]], rng: np.random.Generator
+    ) -> list[Ranking]:
+        """One ranking of each prompt's K completions (Plackett-Luce on u/τ, no ties)."""
+        k = {len(c) for c in completions}
+        if len(k) != 1 or len(prompts) != len(completions):
+            raise ValueError("rank needs one list of K completions per prompt, K the same")
+        flat_p = [p for p, cs in zip(prompts, completions, strict=True) for _ in cs]
+        u = self.utilities(flat_p, [c for cs in completions for c in cs]).reshape(len(prompts), -1)
+        keys = self._keys(u, rng)  # (N, K)
+        ranks = np.argsort(np.argsort(-keys, axis=1), axis=1)  # rank 0 = the highest key
+        return [
+            Ranking(p, tuple(cs), tuple(int(r) for r in rk))
+            for p, cs, rk in zip(prompts, completions, ranks, strict=True)
+        ]
+
+    def compare(
+        self,
+        prompts: Sequence[str],
+        a: Sequence[str],
+        b: Sequence[str],
+        rng: np.random.Generator,
+    ) -> list[PreferencePair]:
+        """One comparison of each (a, b): the ranking of two, as a pair."""
+        rankings = self.rank(prompts, [(x, y) for x, y in zip(a, b, strict=True)], rng)
+        return [ranking_to_pairs(r)[0] for r in rankings]
+
+    def _readout(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return u + self.noise * rng.logistic(size=u.shape) if self.noise > 0 else u
+
+    def rate(
+        self, prompts: Sequence[str], completions: Sequence[str], rng: np.random.Generator
+    ) -> list[Rating]:
+        """One rating of each completion on ``scale`` (the ordinal logit model)."""
+        low, high = self.scale
+        cuts = np.linspace(*self.utility_range, high - low + 2)[1:-1]  # (C - 1,)
+        z = self._readout(self.utilities(prompts, completions), rng)
+        classes = np.searchsorted(cuts, z)  # (B,) in 0..C-1
+        return [
+            Rating(p, y, float(low + c), float(low), float(high))
+            for p, y, c in zip(prompts, completions, classes, strict=True)
+        ]
+
+    def thumb(
+        self, prompts: Sequence[str], completions: Sequence[str], rng: np.random.Generator
+    ) -> list[Thumb]:
+        """One thumb up or down of each completion."""
+        lo, hi = self.utility_range
+        cut = (lo + hi) / 2 if self.threshold is None else self.threshold
+        z = self._readout(self.utilities(prompts, completions), rng)
+        return [Thumb(p, y, bool(v > cut)) for p, y, v in zip(prompts, completions, z, strict=True)]
+
+    @staticmethod
+    def correct(
+        prompts: Sequence[str], completions: Sequence[str], editor: Callable[[str, str], str]
+    ) -> list[Correction]:
+        """The edits ``editor(x, y)`` that change y (each completion shown is one judgment)."""
+        edits = [(p, y, editor(p, y)) for p, y in zip(prompts, completions, strict=True)]
+        return [Correction(p, y, e) for p, y, e in edits if e != y and e.strip()]
 
 
 # ---------------------------------------------------------------------------- loaders
