@@ -9,6 +9,7 @@ from textgym.agents.grpo import GRPO, GRPOConfig
 from textgym.agents.irl import IRL, IRLConfig
 from textgym.agents.iterative_dpo import IterativeDPO, IterativeDPOConfig
 from textgym.agents.kto import KTO, KTOConfig
+from textgym.agents.listwise_dpo import ListwiseDPO, ListwiseDPOConfig
 from textgym.agents.ppo import PPO, PPOConfig
 from textgym.agents.reinforce import REINFORCE, REINFORCEConfig
 from textgym.agents.reward_modeling import RewardModelConfig, RewardModelTrainer
@@ -36,6 +37,8 @@ __all__ = [
     "IterativeDPOConfig",
     "KTOConfig",
     "LMExpert",
+    "ListwiseDPO",
+    "ListwiseDPOConfig",
     "PPOConfig",
     "REINFORCEConfig",
     "RewardModelConfig",

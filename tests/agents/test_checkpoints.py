@@ -30,6 +30,8 @@ from textgym.agents import (
     IterativeDPO,
     IterativeDPOConfig,
     KTOConfig,
+    ListwiseDPO,
+    ListwiseDPOConfig,
     PPOConfig,
     REINFORCEConfig,
     RewardModelConfig,
@@ -41,7 +43,7 @@ from toy import make_env
 import textgym
 from textgym import LanguageModel
 from textgym.checkpoint import CheckpointError, encode
-from textgym.feedback import Thumb
+from textgym.feedback import Ranking, Rating, Thumb
 from textgym.preference import PreferencePair
 from textgym.rollout import Sampling
 from textgym.tasks import ReferenceExpert, Task
@@ -147,6 +149,32 @@ def build_reward_model(lm: LanguageModel) -> Built:
     return agent, lambda d: RewardModelTrainer.load(d, device="cpu", progress_bar=False)
 
 
+RANKINGS = [Ranking(p.prompt, (p.chosen, p.rejected, "it"), (0, 2, 1)) for p in PAIRS[:3]] + [
+    Ranking(PAIRS[3].prompt, (PAIRS[3].chosen, PAIRS[3].rejected), (0, 1))  # K = 2: padded
+]
+RATINGS = [Rating(p.prompt, y, r) for p in PAIRS for y, r in ((p.chosen, 5), (p.rejected, 2))]
+
+
+def build_listwise_dpo(lm: LanguageModel) -> Built:
+    config = ListwiseDPOConfig(batch_size=3, warmup_steps=3, lr=1e-3)  # 4 rankings: 3 + 1
+    agent = ListwiseDPO(lm, data=RANKINGS, eval_data=RANKINGS[:2], config=config,
+                        progress_bar=False)  # fmt: skip
+    return agent, lambda d: ListwiseDPO.load(d, device="cpu", progress_bar=False)
+
+
+def reward_model_on(loss: str, data: list[Any]) -> Callable[[LanguageModel], Built]:
+    """A reward-model trainer of another feedback form (rankings padded, ordinal thresholds θ)."""
+
+    def build(lm: LanguageModel) -> Built:
+        torch.manual_seed(0)
+        rm = RewardModel.from_backbone(lm, device="cpu")
+        config = RewardModelConfig(lr=1e-3, batch_size=3, epochs=1, loss=loss)  # type: ignore[arg-type]
+        agent = RewardModelTrainer(rm, data, data[:2], config, device="cpu", progress_bar=False)
+        return agent, lambda d: RewardModelTrainer.load(d, device="cpu", progress_bar=False)
+
+    return build
+
+
 BUILDERS = {
     "PPO": build_ppo,
     "REINFORCE": on_policy(REINFORCE, REINFORCEConfig(baseline="value", beta=0.1, lr=1e-3)),
@@ -165,8 +193,16 @@ BUILDERS = {
     "KTO": build_kto,
     "IterativeDPO": build_iterative_dpo,
     "RewardModelTrainer": build_reward_model,
+    "ListwiseDPO": build_listwise_dpo,
+    "RewardModelTrainer-ranking": reward_model_on("plackett_luce", RANKINGS),
+    "RewardModelTrainer-ordinal": reward_model_on("ordinal", RATINGS),
 }
-UPDATES = {"IterativeDPO": 1, "RewardModelTrainer": 3}  # learn(n) before and after the save (2)
+UPDATES = {  # learn(n) before and after the save (2)
+    "IterativeDPO": 1,
+    "RewardModelTrainer": 3,
+    "RewardModelTrainer-ranking": 3,
+    "RewardModelTrainer-ordinal": 3,
+}
 
 
 def snapshot(agent: Any) -> tuple[Any, dict[str, torch.Tensor]]:
