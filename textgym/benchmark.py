@@ -52,10 +52,10 @@ import torch
 
 import textgym
 from textgym import plots
-from textgym.evaluation import ALL_METRICS, default_reward, evaluate_policy_on_task
+from textgym.evaluation import ALL_METRICS, evaluate_policy_on_task
 from textgym.lm import LanguageModel
 from textgym.records import write_json
-from textgym.tasks import load
+from textgym.tasks import Task, load
 
 AGENTS = ("base", "reinforce", "ppo", "grpo", "bc", "dpo", "iterative_dpo", "dagger", "gail")
 TASKS = ("reviews", "concepts", "reverse")
@@ -112,17 +112,131 @@ class BenchConfig:
         )
 
 
-def on_policy_env(lm: LanguageModel, task: str, cfg: BenchConfig, **kwargs: Any) -> Any:
-    """``num_envs`` episodes of the task's train split with its own reward; kwargs go to the env."""
-    return gym.make_vec(
-        "TextGen-v0",
+# --- what each agent trains on: shared with `textgym train` (textgym/cli.py) ----------------------
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    """What an agent trains on besides its config. The benchmark's cells and ``textgym train``
+    build every agent through :data:`BUILD` from one of these, so both wire an agent to a task the
+    same way (the train split, the task's reward, GAIL's fixed horizon, DPO's prompts)."""
+
+    task: str | Task
+    """A built-in task name (its train split is read) or a :class:`~textgym.tasks.Task`, used as
+    given."""
+    reward: Any = None
+    """A reward spec (``textgym.rewards.make``); None: the task's own."""
+    num_envs: int = 32
+    """Episodes per on-policy round (the vector env's size)."""
+    max_new_tokens: int = 24
+    device: str = "cpu"
+    """Where agents that take a device (iterative DPO) train."""
+    data_limit: int | None = None
+    """Keep only the first N demonstrations / prompts of the train split (None: all)."""
+    val_prompts: int = 128
+    """Iterative DPO validates on the first N of its prompts."""
+
+    def train_task(self) -> Task:
+        return self.task if isinstance(self.task, Task) else load(self.task, "train")
+
+    def reward_spec(self) -> Any:
+        """``reward``, or the task's own; a task without one is an error naming the fix."""
+        if self.reward is not None:
+            return self.reward
+        task = self.train_task()
+        if task.reward is None:
+            raise ValueError(f"task {task.name!r} has no reward of its own: give one")
+        return task.reward
+
+    def env(self, model: LanguageModel | str, **kwargs: Any) -> Any:
+        """``num_envs`` episodes of the task's train split with the reward; kwargs go to the env."""
+        return gym.make_vec(
+            "TextGen-v0",
+            num_envs=self.num_envs,
+            model=model,
+            task=self.task,
+            split="train",
+            reward=self.reward_spec(),
+            max_new_tokens=self.max_new_tokens,
+            **kwargs,
+        )
+
+    def demonstrations(self) -> list[tuple[str, str]]:
+        """(prompt, first reference) pairs of the train split, the first ``data_limit`` of them."""
+        return self.train_task().demonstrations()[: self.data_limit]
+
+
+def build_on_policy(name: str) -> Callable[..., Any]:
+    """REINFORCE, PPO, GRPO, DAgger: the agent on the train split's vector env."""
+
+    def build(lm: LanguageModel, setup: TrainSetup, config: Any, **runtime: Any) -> Any:
+        import textgym.agents as agents
+
+        return getattr(agents, name)(lm, setup.env(lm), config=config, **runtime)
+
+    return build
+
+
+def build_bc(lm: LanguageModel, setup: TrainSetup, config: Any, **runtime: Any) -> Any:
+    from textgym.agents import BC
+
+    return BC(lm, setup.demonstrations(), config, **runtime)
+
+
+def build_gail(lm: LanguageModel, setup: TrainSetup, config: Any, **runtime: Any) -> Any:
+    from textgym.agents import GAIL
+
+    # GAIL compares equal-length episodes (absorbing steps after EOS): the fixed-horizon mode.
+    env = setup.env(lm, fixed_horizon=True)
+    return GAIL(lm, env, setup.demonstrations(), config=config, **runtime)
+
+
+def build_iterative_dpo(lm: LanguageModel, setup: TrainSetup, config: Any, **runtime: Any) -> Any:
+    from textgym.agents import IterativeDPO
+    from textgym.rewards import make
+
+    train = setup.train_task()
+    # Prompts for all rounds come from the agent's own seeded sampler over these prompts.
+    prompts = train.prompts[: setup.data_limit]
+    refs = None if train.references is None else list(train.references[: len(prompts)])
+    n_val = setup.val_prompts
+    return IterativeDPO(
+        lm,
+        prompts,
+        reward=make(setup.reward_spec()),
+        references=refs,
+        val_prompts=prompts[:n_val],
+        val_references=None if refs is None else refs[:n_val],
+        config=config,
+        device=setup.device,
+        **runtime,
+    )
+
+
+BUILD: dict[str, Callable[..., Any]] = {
+    "reinforce": build_on_policy("REINFORCE"),
+    "ppo": build_on_policy("PPO"),
+    "grpo": build_on_policy("GRPO"),
+    "dagger": build_on_policy("DAgger"),
+    "bc": build_bc,
+    "gail": build_gail,
+    "iterative_dpo": build_iterative_dpo,
+}
+"""name -> ``build(lm, setup, config, **runtime) -> agent`` (runtime: ``progress_bar``, ...)."""
+
+
+# --- the benchmark's cells: each agent with the benchmark's config and budget --------------------
+
+
+def setup_of(task: str, cfg: BenchConfig, data_limit: int | None = None) -> TrainSetup:
+    """A cell's inputs: the task's train split and own reward, the benchmark's env size."""
+    return TrainSetup(
+        task,
         num_envs=cfg.num_envs,
-        model=lm,
-        task=task,
-        split="train",
-        reward=load(task, "train").reward,
         max_new_tokens=cfg.max_new_tokens,
-        **kwargs,
+        device=cfg.device,
+        data_limit=data_limit,
+        val_prompts=cfg.dpo_prompts,
     )
 
 
@@ -131,44 +245,40 @@ def train_base(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> Lan
 
 
 def train_reinforce(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
-    from textgym.agents import REINFORCE, REINFORCEConfig
+    from textgym.agents import REINFORCEConfig
 
     rcfg = REINFORCEConfig(baseline="rloo", rloo_k=4, lr=cfg.rl_lr, beta=0.02, seed=seed)
-    agent = REINFORCE(lm, on_policy_env(lm, task, cfg), config=rcfg, progress_bar=False)
+    agent = BUILD["reinforce"](lm, setup_of(task, cfg), rcfg, progress_bar=False)
     agent.learn(cfg.rl_updates)
     return agent.policy
 
 
 def train_ppo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
-    from textgym.agents import PPO, PPOConfig
+    from textgym.agents import PPOConfig
 
     pcfg = PPOConfig(lr=cfg.ppo_lr, beta=0.02, n_minibatches=4, n_epochs=4, seed=seed)
-    agent = PPO(lm, on_policy_env(lm, task, cfg), config=pcfg, progress_bar=False)
+    agent = BUILD["ppo"](lm, setup_of(task, cfg), pcfg, progress_bar=False)
     agent.learn(cfg.rl_updates)
     return agent.policy
 
 
 def train_grpo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
-    from textgym.agents import GRPO, GRPOConfig
+    from textgym.agents import GRPOConfig
 
     gcfg = GRPOConfig(group_size=4, lr=cfg.rl_lr, beta=0.02, seed=seed)
-    agent = GRPO(lm, on_policy_env(lm, task, cfg), config=gcfg, progress_bar=False)
+    agent = BUILD["grpo"](lm, setup_of(task, cfg), gcfg, progress_bar=False)
     agent.learn(cfg.rl_updates)
     return agent.policy
 
 
 def train_bc(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
-    from textgym.agents import BC, BCConfig
+    from textgym.agents import BCConfig
 
     # One epoch's worth of demonstrations (plus the 10% held out): tokenising all 3000 reviews
     # cost more than the training itself in --quick.
-    demos = load(task, "train").demonstrations()[: max(256, int(cfg.bc_steps * 32 / 0.9))]
-    agent = BC(
-        lm,
-        demos,
-        BCConfig(lr=3e-4, batch_size=32, eval_every=max(cfg.bc_steps // 2, 1), seed=seed),
-        progress_bar=False,
-    )
+    setup = setup_of(task, cfg, data_limit=max(256, int(cfg.bc_steps * 32 / 0.9)))
+    bcfg = BCConfig(lr=3e-4, batch_size=32, eval_every=max(cfg.bc_steps // 2, 1), seed=seed)
+    agent = BUILD["bc"](lm, setup, bcfg, progress_bar=False)
     agent.learn(cfg.bc_steps)
     if hasattr(agent, "restore_best"):
         agent.restore_best()
@@ -178,11 +288,8 @@ def train_bc(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> Langu
 def _iterative_dpo(
     lm: LanguageModel, task: str, cfg: BenchConfig, seed: int, rounds: int
 ) -> LanguageModel:
-    from textgym.agents import DPOConfig, IterativeDPO, IterativeDPOConfig
+    from textgym.agents import DPOConfig, IterativeDPOConfig
 
-    train = load(task, "train")
-    # Prompts for all rounds come from the agent's own seeded sampler over the train prompts.
-    prompts = train.prompts[: cfg.dpo_prompts * rounds * 4]
     dcfg = DPOConfig(beta=0.1, lr=1e-4, batch_size=8, seed=seed)
     icfg = IterativeDPOConfig(
         rounds=rounds,
@@ -194,18 +301,8 @@ def _iterative_dpo(
         dpo=dcfg,
         include_reference=task in GOLD_CANDIDATE_TASKS,
     )
-    refs = None if train.references is None else list(train.references[: len(prompts)])
-    agent = IterativeDPO(
-        lm,
-        prompts,
-        reward=default_reward(train),
-        references=refs,
-        val_prompts=prompts[: cfg.dpo_prompts],
-        val_references=None if refs is None else refs[: cfg.dpo_prompts],
-        config=icfg,
-        device=cfg.device,
-        progress_bar=False,
-    )
+    setup = setup_of(task, cfg, data_limit=cfg.dpo_prompts * rounds * 4)
+    agent = BUILD["iterative_dpo"](lm, setup, icfg, progress_bar=False)
     agent.learn()
     return agent.policy
 
@@ -225,22 +322,20 @@ def train_iterative_dpo(lm: LanguageModel, task: str, cfg: BenchConfig, seed: in
 
 
 def train_dagger(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
-    from textgym.agents import DAgger, DAggerConfig
+    from textgym.agents import DAggerConfig
 
-    agent = DAgger(lm, on_policy_env(lm, task, cfg), DAggerConfig(seed=seed), progress_bar=False)
+    agent = BUILD["dagger"](lm, setup_of(task, cfg), DAggerConfig(seed=seed), progress_bar=False)
     agent.learn(cfg.dagger_iterations)
     return agent.policy
 
 
 def train_gail(lm: LanguageModel, task: str, cfg: BenchConfig, seed: int) -> LanguageModel:
-    from textgym.agents import GAIL, GAILConfig
+    from textgym.agents import GAILConfig
 
-    # GAIL compares equal-length episodes (absorbing steps after EOS): the fixed-horizon mode.
-    env = on_policy_env(lm, task, cfg, fixed_horizon=True)
-    demos = load(task, "train").demonstrations()[: cfg.num_envs * cfg.rl_updates]
+    setup = setup_of(task, cfg, data_limit=cfg.num_envs * cfg.rl_updates)
     gcfg = GAILConfig()
     gcfg = replace(gcfg, ppo=replace(gcfg.ppo, seed=seed))
-    GAIL(lm, env, demos, config=gcfg, progress_bar=False).learn(cfg.rl_updates)
+    BUILD["gail"](lm, setup, gcfg, progress_bar=False).learn(cfg.rl_updates)
     return lm
 
 
@@ -430,8 +525,14 @@ def plot(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return paths
 
 
-def parse(argv: list[str] | None = None) -> BenchConfig:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(
+    argv: list[str] | None = None,
+    *,
+    prog: str | None = None,
+    parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> BenchConfig:
+    """The run's config from the command line (``textgym bench`` passes its prog and parser)."""
+    parser = parser_class(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny budgets (~10 min on 2 CPUs)")
     parser.add_argument("--model", help="HF path or hub name (default: the embedded model)")
     parser.add_argument("--device", help="cpu, cuda, ...")

@@ -168,7 +168,7 @@ def default_reward(task: Task) -> Any:
 @torch.no_grad()
 def evaluate_policy_on_task(
     policy: LanguageModel,
-    task: str,
+    task: str | Task,
     *,
     ref: LanguageModel,
     split: str = "test",
@@ -177,16 +177,22 @@ def evaluate_policy_on_task(
     seed: int = 0,
     sampling: Sampling = DEFAULT_SAMPLING,
     batch_size: int = 64,
+    reward: Any = None,
 ) -> dict[str, float]:
     """Sample one completion per prompt for the first ``n_prompts`` prompts of ``split``; score all.
 
     The prompts are pinned (``options={"prompt_index": ...}``) and the sampler is seeded with
     ``seed``, so two policies are compared on the same prompts with the same random stream.
 
+    Args:
+        task: a built-in task name (``split`` picks its prompts) or a ``Task`` (used as given:
+            it is the split).
+        reward: the spec of the "reward" metric (``textgym.rewards.make``); None: the task's own.
+
     Returns:
         metric name -> value (see the module docstring).
     """
-    spec = load(task, split)
+    spec = task if isinstance(task, Task) else load(task, split)
     n = min(n_prompts, len(spec))
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     texts: list[str] = []
@@ -195,7 +201,14 @@ def evaluate_policy_on_task(
     lengths = []
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(start + batch_size, n))
-        env = task_env(policy, task, num_envs=len(idx), max_new_tokens=max_new_tokens, split=split)
+        env = task_env(
+            policy,
+            task,
+            num_envs=len(idx),
+            max_new_tokens=max_new_tokens,
+            split=split,
+            reward=reward,
+        )
         out = collect(
             policy,
             env,
