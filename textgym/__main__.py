@@ -6,6 +6,9 @@ On the embedded default model and the built-in review task it shows, in order:
 3. RL: native KL-regularised PPO raising the sentiment reward, printed as a curve and saved as a
    PNG (``textgym_demo.png`` by default; reward and KL per PPO update) whose absolute path is
    printed.
+
+``python -m textgym demo`` and ``textgym demo`` run the same; ``python -m textgym <command>`` is the
+``textgym`` command line (``train``, ``eval``, ``bench``: textgym/cli.py).
 """
 
 from __future__ import annotations
@@ -141,8 +144,8 @@ def save_plot(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m textgym", description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m textgym") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=textgym.DEFAULT_MODEL, help="HF name or path")
     parser.add_argument("--updates", type=int, default=40, help="PPO updates (at most)")
     parser.add_argument("--num-envs", type=int, default=32, help="episodes per PPO round")
@@ -161,4 +164,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # With no arguments (or the demo's own options) this is the demo, as before the commands;
+    # `python -m textgym train|eval|bench|demo ...` is the `textgym` command (textgym/cli.py).
+    from textgym.cli import main as cli
+
+    raise SystemExit(cli(prog="python -m textgym", default="demo"))
