@@ -14,6 +14,10 @@ policy and its value head, and the ``learn`` loop, which reads collect -> score 
 Checkpoints are the :class:`~textgym.agents.base.Agent`'s; a subclass adds state through
 ``_extra_state``/``_load_extra_state``.
 
+Multi-turn envs (docs/multiturn.md) need nothing more here: a rollout's environment tokens are
+attended (``Rollout.attention_mask``) and every loss, KL, entropy, value target and advantage is
+taken over ``completion_mask``, the policy's tokens (``gae`` skips the environment's columns).
+
 Data parallelism (``accelerator=``, from ``accelerate``): each process runs its own env shard; the
 policy and value head are wrapped by ``accelerator.prepare`` (DDP, gradients averaged over W
 processes). Token means are taken over the *global* batch (``self.dp.sum`` sums over processes and

@@ -11,6 +11,11 @@ sums over processes, so means and variances are those of the global batch.
 - :func:`gae`: generalised advantage estimation (Schulman et al. 2016) with bootstrapping at
   truncation.
 
+A row's steps need not be contiguous: in a multi-turn rollout the environment's tokens sit between
+the policy's turns with mask 0. Masked positions carry nothing: GAE runs over each row's steps in
+order (the state after a turn's last action is the next turn's first state, s_{t+1} of the MDP),
+and the sequence reward of :func:`kl_shaped_rewards` goes on the last step that counts.
+
 Shapes: B batch, T completion length.
 """
 
@@ -116,11 +121,17 @@ def kl_shaped_rewards(
     """
     kl = kl_k1(logp, logp_ref) * mask  # (B, T)
     if score.ndim == 1:
-        last = (mask.sum(-1).long() - 1).clamp(min=0)  # (B,)
+        last = _last_step(mask)  # (B,)
         paid = torch.zeros_like(kl).scatter(1, last[:, None], score[:, None].to(kl.dtype))
     else:
         paid = score.to(kl.dtype) * mask
     return paid - beta * kl, kl
+
+
+def _last_step(mask: Tensor) -> Tensor:  # (B,)
+    """Index of each row's last step where ``mask`` is 1 (0 for a row without one)."""
+    t = torch.arange(mask.shape[-1], device=mask.device)
+    return torch.where(mask > 0, t, -1).amax(-1).clamp(min=0)
 
 
 def gae(
@@ -141,7 +152,9 @@ def gae(
     Args:
         rewards: ``(B, T)`` r_t.
         values: ``(B, T)`` V(s_t).
-        mask: ``(B, T)`` 1 = a step of the episode; each row's steps are a prefix.
+        mask: ``(B, T)`` 1 = a step of the episode. Steps need not be contiguous: masked positions
+            between them (a multi-turn rollout's environment tokens) are skipped, so the step
+            after t is the row's next step (its r and V there are ignored, as after the end).
         gamma, lam: γ and λ.
         bootstrap_value: ``(B,)`` V(s_T) after each row's last action.
         terminated: ``(B,)`` bool; rows that ended at EOS get no bootstrap. None = all truncated.
@@ -149,6 +162,34 @@ def gae(
     Returns:
         ``(advantages, returns)``, both ``(B, T)``, returns = A + V, 0 where masked.
     """
+    # Each row's steps packed to a prefix (a stable sort: the identity when they already are),
+    # the recursion run there, the results put back where the steps were.
+    order = torch.sort((mask <= 0).to(torch.uint8), dim=1, stable=True).indices  # (B, T)
+    advantages, returns = _gae_prefix(
+        rewards.gather(1, order),
+        values.gather(1, order),
+        mask.gather(1, order),
+        gamma,
+        lam,
+        bootstrap_value,
+        terminated,
+    )
+    return (
+        torch.zeros_like(advantages).scatter(1, order, advantages),
+        torch.zeros_like(returns).scatter(1, order, returns),
+    )
+
+
+def _gae_prefix(
+    rewards: Tensor,
+    values: Tensor,
+    mask: Tensor,
+    gamma: float,
+    lam: float,
+    bootstrap_value: Tensor | None,
+    terminated: Tensor | None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`gae` where each row's steps are a prefix (its recursion)."""
     B, T = rewards.shape
     end = torch.zeros(B, dtype=values.dtype, device=values.device)
     if bootstrap_value is not None:

@@ -7,8 +7,9 @@
 - ``textgym/Reviews-v0``, ``textgym/Concepts-v0``, ``textgym/Reverse-v0``: the built-in tasks
   with their reward pinned; ``textgym/TargetSum-v0``, ``textgym/GridNav-v0``: the dynamic-expert
   tasks with their success reward; ``textgym/Arithmetic-v0``, ``textgym/Format-v0``: the
-  verifiable-reward tasks with their exact checkers; ``model`` and the other arguments can still
-  be passed.
+  verifiable-reward tasks with their exact checkers; ``textgym/Calculator-v0``,
+  ``textgym/Guessing-v0``: the multi-turn tasks (``textgym.multiturn``) with their responders;
+  ``model`` and the other arguments can still be passed.
 
 Entry points are strings, so importing textgym loads no env code; each id has a
 ``vector_entry_point``, so ``gym.make_vec(id, num_envs=B)`` builds the natively batched
@@ -45,10 +46,19 @@ IDS: dict[str, dict[str, Any]] = {
 }
 """id -> the keyword arguments it registers (the caller's arguments override them)."""
 
+MULTI_TURN_IDS: dict[str, dict[str, Any]] = {
+    # The budget counts policy and environment tokens: the expert's 2-call calculator dialogue
+    # takes about 50, a 6-guess game 36.
+    "textgym/Calculator-v0": {"task": "calculator", "max_new_tokens": 64},
+    "textgym/Guessing-v0": {"task": "guessing", "max_new_tokens": 48},
+}
+"""The multi-turn tasks' ids (``textgym.multiturn``), registered like :data:`IDS`."""
+
 
 def register_all() -> None:
-    """Register the ids in :data:`IDS` (idempotent: a re-import does not warn)."""
-    for env_id, kwargs in IDS.items():
+    """Register the ids in :data:`IDS` and :data:`MULTI_TURN_IDS` (idempotent: a re-import does
+    not warn)."""
+    for env_id, kwargs in {**IDS, **MULTI_TURN_IDS}.items():
         if env_id in gym.registry:
             continue
         gym.register(

@@ -22,6 +22,12 @@ Decisions:
   passes (compaction, ``compact=True``) without changing a bit of the rollout (fp32 on CPU).
 - Completions are right-padded ``(B, T)``, T = the longest episode of the round; prompts are the
   env's right-padded observations re-packed left-padded ``(B, P)`` for the LM.
+- Multi-turn episodes (``docs/multiturn.md``): a completion is the whole transcript after the
+  prompt, the policy's tokens and the environment's in order. ``completion_mask`` marks the
+  policy's tokens (the actions: every loss, KL, entropy, value target and advantage is taken over
+  them), ``env_mask`` the environment's (attended in every forward pass, fed to the KV cache
+  during collection without being sampled, never an action). ``attention_mask`` is the union.
+  Single-turn rollouts have ``env_mask=None`` and are what they were, bit for bit.
 
 Shapes: B batch, P prompt length, T completion length, L = P + T, V vocab, H hidden.
 """
@@ -38,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from textgym.collection import Episodes, run_episodes
+from textgym.collection import Episodes, interleave, run_episodes
 from textgym.config import check_fields, check_range
 from textgym.decoding import filter_logits
 from textgym.estimators import (
@@ -132,9 +138,11 @@ class Rollout:
     values: Tensor | None = None  # (B, T) float32, V(s_t) from value_fn; 0 where masked
     bootstrap_values: Tensor | None = None  # (B,) float32, V(s_T) after the last action
     action_masks: Tensor | None = None  # (B, T, V) bool, the support a_t was sampled from
+    env_mask: Tensor | None = None  # (B, T) float32, 1 = an environment token (multi-turn)
 
     @property
     def lengths(self) -> Tensor:  # (B,)
+        """The actions of each episode (multi-turn: its policy tokens)."""
         return self.completion_mask.sum(-1).long()
 
     @property
@@ -143,7 +151,11 @@ class Rollout:
 
     @property
     def attention_mask(self) -> Tensor:  # (B, L)
-        return torch.cat([self.prompt_mask, self.completion_mask.long()], dim=1)
+        """1 on the prompt and the transcript (the policy's and the environment's tokens)."""
+        completion = (
+            self.completion_mask if self.env_mask is None else self.completion_mask + self.env_mask
+        )
+        return torch.cat([self.prompt_mask, completion.long()], dim=1)
 
     def sequence_kl(self) -> Tensor:  # (B,)
         """Σ_t k1 per episode: Σ_t log π_θ(a_t|s_t) - log π_ref(a_t|s_t) over its actions, the
@@ -235,18 +247,41 @@ def _finish(
     steps, texts = episodes.steps, episodes.texts
     completion_ids = torch.stack(steps.tokens, dim=1)  # (B, T)
     completion_mask = torch.stack(steps.alive, dim=1).float()  # (B, T)
-    if any(t is None for t in texts):
-        decoded = policy.decode(
-            completion_ids.masked_fill(completion_mask == 0, policy.pad_token_id)
-        )
-        texts = [d if t is None else t for t, d in zip(texts, decoded, strict=True)]
     rewards = torch.stack(steps.rewards, dim=1)  # (B, T)
+    logprobs = torch.stack(steps.logps, dim=1)  # (B, T)
+    action_masks = torch.stack(steps.masks, dim=1) if steps.masks else None  # (B, T, V)
+    values = torch.stack(steps.values, dim=1).float() if steps.values else None  # (B, T + 1)
+    bootstrap = None
+    if values is not None:
+        n_actions = completion_mask.sum(-1).long()  # (B,)
+        bootstrap = values.gather(1, n_actions[:, None]).squeeze(1)  # (B,) V(s_T)
+        values = values[:, :-1] * completion_mask  # (B, T): V(s_0) .. V(s_{T-1})
+    env_mask = None
+    if steps.env:  # multi-turn: the environment tokens go between the actions
+        columns = {"tokens": completion_ids, "alive": completion_mask, "logps": logprobs}
+        columns["rewards"] = rewards
+        fills: dict[str, float | bool] = {"alive": 0.0, "logps": 0.0, "rewards": 0.0}
+        if action_masks is not None:
+            columns["masks"], fills["masks"] = action_masks, True
+        if values is not None:
+            columns["values"], fills["values"] = values, 0.0
+        placed, env_mask, _ = interleave(
+            columns, fills, steps.env, completion_mask > 0, policy.pad_token_id
+        )
+        completion_ids, completion_mask = placed["tokens"], placed["alive"]
+        logprobs, rewards = placed["logps"], placed["rewards"]
+        action_masks = placed.get("masks")
+        values = placed.get("values")
+    if any(t is None for t in texts):
+        keep = completion_mask if env_mask is None else completion_mask + env_mask
+        decoded = policy.decode(completion_ids.masked_fill(keep == 0, policy.pad_token_id))
+        texts = [d if t is None else t for t, d in zip(texts, decoded, strict=True)]
     out = Rollout(
         prompt_ids=episodes.prompt_ids,
         prompt_mask=episodes.prompt_mask,
         completion_ids=completion_ids,
         completion_mask=completion_mask,
-        logprobs=torch.stack(steps.logps, dim=1),  # (B, T)
+        logprobs=logprobs,
         rewards=rewards.sum(1),  # (B,)
         token_rewards=rewards,
         terminated=episodes.terminated,
@@ -254,15 +289,14 @@ def _finish(
         texts=[str(t) for t in texts],
         prompts=episodes.prompts,
         prompt_indices=episodes.prompt_indices,
-        action_masks=torch.stack(steps.masks, dim=1) if steps.masks else None,  # (B, T, V)
+        action_masks=action_masks,
+        values=values,
+        bootstrap_values=bootstrap,
+        env_mask=env_mask,
     )
     if ref is not None:
         ref_logits = ref.forward(out.input_ids, out.attention_mask)  # (B, L, V)
         out.ref_logprobs = evaluate_logits(ref_logits, out, temperature, entropy=False)[0]
-    if steps.values:
-        values = torch.stack(steps.values, dim=1).float()  # (B, T + 1): V(s_0) .. V(s_T)
-        out.values = values[:, :-1] * completion_mask  # (B, T)
-        out.bootstrap_values = values.gather(1, out.lengths[:, None]).squeeze(1)  # (B,) V(s_T)
     return out
 
 

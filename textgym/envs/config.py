@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from textgym.envs.masks import ActionMaskProvider, VocabularyMask
+from textgym.envs.turns import ChatFormat
+from textgym.multiturn import Responder
 from textgym.tasks import BoundExpert, RewardSpec, Task
 
 if TYPE_CHECKING:
@@ -77,6 +79,14 @@ class EnvArgs:
     """Let a ``model`` folder or hub repository run its own Python code (its config's
     ``auto_map``) while its config and tokenizer load; False: only architectures built into
     ``transformers`` load, and nothing is ever asked on stdin."""
+    responder: Responder | None = None
+    """Multi-turn: ``respond(transcript) -> str | Reply | None`` answers each policy turn (see
+    ``textgym.multiturn``); None: the task's (a ``MultiTurnTask``'s), else single-turn."""
+    max_turns: int | None = None
+    """Multi-turn: the most policy turns of an episode; None: the task's (or no limit)."""
+    chat_template: bool = False
+    """Format the prompt and every environment turn with the tokenizer's chat template
+    (``apply_chat_template``) as user messages, the policy's turns as the assistant's."""
 
     def __post_init__(self) -> None:
         from textgym.hf import check_trust_remote_code
@@ -89,6 +99,16 @@ class EnvArgs:
             raise ValueError(f"max_prompt_tokens must be None or an int >= 1, got {P!r}")
         if self.truncation not in ("error", "left"):
             raise ValueError(f"truncation must be 'error' or 'left', got {self.truncation!r}")
+        if self.responder is not None and not callable(self.responder):
+            raise TypeError(
+                f"responder must be a callable respond(transcript) -> str | None, got "
+                f"{self.responder!r:.80}"
+            )
+        M = self.max_turns
+        if M is not None and (isinstance(M, bool) or not isinstance(M, int | np.integer) or M < 1):
+            raise ValueError(f"max_turns must be None or an int >= 1, got {M!r}")
+        if not isinstance(self.chat_template, bool):
+            raise ValueError(f"chat_template must be True or False, got {self.chat_template!r}")
 
     @classmethod
     def check_names(
@@ -195,15 +215,23 @@ def _resolve_task(task: Task | str | Sequence[str], split: str | None) -> Task:
     if isinstance(task, Task):
         return task
     if isinstance(task, str):
-        from textgym import tasks
+        from textgym import multiturn, tasks
 
+        if task in multiturn.names() and task not in tasks.names():
+            return multiturn.load(task, split=split)
+        if task not in tasks.names():
+            raise ValueError(
+                f"unknown task {task!r}; built-in tasks: {', '.join(tasks.names())}; "
+                f"multi-turn tasks: {', '.join(multiturn.names())}"
+            )
         return tasks.load(task, split=split)
     if not isinstance(task, Iterable):
-        from textgym import tasks
+        from textgym import multiturn, tasks
 
         raise TypeError(
             f"task must be a textgym.tasks.Task, a built-in task name "
-            f"({', '.join(tasks.names())}) or a list of prompt strings, got {task!r:.100}"
+            f"({', '.join(tasks.names())}) or a list of prompt strings, got {task!r:.100} "
+            f"(multi-turn tasks: {', '.join(multiturn.names())})"
         )
     return Task.from_list(list(task))
 
@@ -273,6 +301,14 @@ class EnvConfig:
     fixed_horizon: bool
     action_mask: ActionMaskProvider | None
     expert: BoundExpert | None
+    responder: Responder | None = None  # multi-turn: answers each policy turn
+    max_turns: int | None = None  # multi-turn: the most policy turns
+    chat: ChatFormat | None = None  # the chat-template formatting of prompts and replies
+
+    @property
+    def multi_turn(self) -> bool:
+        """Whether a responder answers the policy's turns (else: single-turn episodes)."""
+        return self.responder is not None
 
     @property
     def seq_len(self) -> int:
@@ -337,13 +373,19 @@ def build_config(args: EnvArgs) -> EnvConfig:
     task, split, max_prompt_tokens = args.task, args.split, args.max_prompt_tokens
     the_task = _resolve_task(task, split)
     scorer = _make_scorer(args.reward, the_task)
+    responder, max_turns = _resolve_turns(args, the_task)
+    chat = ChatFormat(tok) if args.chat_template else None
     known = None
     if max_prompt_tokens is None and isinstance(task, str):
         # A built-in task sizes P over all its splits, so that train and evaluation envs share
         # one observation space whatever the tokenizer.
         everything = the_task.prompts if split is None else _resolve_task(task, None).prompts
-        known = dict(zip(everything, tok(list(everything))["input_ids"], strict=True))
+        known = dict(zip(everything, _encode_prompts(tok, everything, chat), strict=True))
         max_prompt_tokens = max(len(e) for e in known.values())
+    elif chat is not None:
+        known = dict(
+            zip(the_task.prompts, _encode_prompts(tok, the_task.prompts, chat), strict=True)
+        )
     ids, mask, lengths = _tokenize_prompts(tok, the_task, max_prompt_tokens, args.truncation, known)
     P, T = ids.shape[1], int(args.max_new_tokens)
     if max_pos is not None and max_pos < P + T:
@@ -381,7 +423,37 @@ def build_config(args: EnvArgs) -> EnvConfig:
         fixed_horizon=bool(args.fixed_horizon),
         action_mask=provider,
         expert=expert,
+        responder=responder,
+        max_turns=max_turns,
+        chat=chat,
     )
+
+
+def _encode_prompts(
+    tok: PreTrainedTokenizerBase, prompts: Sequence[str], chat: ChatFormat | None
+) -> list[list[int]]:
+    """Token ids of prompts: with the tokenizer's special tokens, or rendered by the chat
+    template (which writes any special tokens itself)."""
+    if chat is None:
+        return list(tok(list(prompts))["input_ids"])
+    return list(tok([chat.prompt(p) for p in prompts], add_special_tokens=False)["input_ids"])
+
+
+def _resolve_turns(args: EnvArgs, task: Task) -> tuple[Responder | None, int | None]:
+    """The responder and turn limit: the arguments', else the task's (a ``MultiTurnTask``)."""
+    responder = args.responder if args.responder is not None else getattr(task, "responder", None)
+    max_turns = args.max_turns if args.max_turns is not None else getattr(task, "max_turns", None)
+    if responder is None and args.max_turns is not None:
+        raise ValueError(
+            f"max_turns={args.max_turns} needs a responder (multi-turn episodes): pass "
+            "responder=... or a textgym.multiturn.MultiTurnTask"
+        )
+    if responder is not None and args.fixed_horizon:
+        raise ValueError(
+            "fixed_horizon=True is for single-turn episodes; a multi-turn episode ends when its "
+            "responder ends it (pass fixed_horizon=False, or no responder)"
+        )
+    return responder, None if responder is None else max_turns
 
 
 class _ConfigViews:

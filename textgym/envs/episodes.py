@@ -3,6 +3,8 @@
 Both envs delegate reset and step here; the single env is this state with B = 1, so the two
 cannot drift apart. This is the hot path: a step is a few numpy operations on (B, L) arrays,
 text is decoded only when episodes end, and the reward is called once for all that end in a step.
+With a responder (multi-turn, ``docs/multiturn.md``) the turn ends of a step go through
+:class:`~textgym.envs.turns._Turns`; without one the kernel runs exactly its single-turn code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from textgym.envs.turns import _Turns
 
 if TYPE_CHECKING:
     from textgym.envs.config import EnvConfig
@@ -45,6 +49,8 @@ class _Episodes:
         self.absorbed = np.zeros(B, dtype=bool)  # (B,) fixed horizon: text ended before T
         self.trim = np.zeros(B, dtype=np.int64)  # (B,) EOS / stop tokens to drop from the text
         self.text = np.full(B, None, dtype=object)  # (B,) text decoded when its reward was paid
+        # Multi-turn state, only with a responder: the single-turn path never touches it.
+        self.turns = _Turns(self) if cfg.multi_turn else None
 
     def reset(self, rows: np.ndarray, prompt_index: np.ndarray) -> None:
         """Start new episodes in ``rows`` (index array) on prompts ``prompt_index``."""
@@ -59,17 +65,21 @@ class _Episodes:
         self.n[rows] = 0
         self.absorbed[rows] = False
         self.text[rows] = None
+        if self.turns is not None:
+            self.turns.reset(rows)
 
     def lengths(self) -> np.ndarray:  # (B,)
         """Valid tokens of each row (prompt + completion)."""
         return self.prompt_length + self.n
 
     def _stop_hits(self, live: np.ndarray, hit: np.ndarray, trim: np.ndarray) -> None:
-        """Mark live rows whose completion now ends with a stop sequence (in place)."""
+        """Mark live rows whose completion (multi-turn: current policy turn) now ends with a stop
+        sequence (in place)."""
         pos_end = self.prompt_length[live] + self.n[live]  # (n,) one past the newest token
+        written = self.n[live] if self.turns is None else self.turns.written(live)  # (n,)
         for s in self.cfg.stop_ids:
             k = len(s)
-            cand = np.flatnonzero(~hit & (self.n[live] >= k))
+            cand = np.flatnonzero(~hit & (written >= k))
             if cand.size == 0:
                 continue
             cols = pos_end[cand, None] - k + np.arange(k)[None, :]  # (c, k)
@@ -93,15 +103,21 @@ class _Episodes:
         # What the step overwrites, put back if scoring raises: a failed step leaves the
         # episodes as they were, so the caller can retry it or reset.
         undo = (self.input_ids[live, pos], self.trim[live], self.absorbed[live])
+        if self.turns is not None:
+            self.turns.mark_starts(live, pos)
         self.input_ids[live, pos] = a
         self.attention_mask[live, pos] = 1
         self.n[live] += 1
         self.t[act] += 1
         try:
+            if self.turns is not None:
+                return self._finish_turn_step(act, live, a, rewards, self.turns)
             return self._finish_step(act, live, a, rewards)
         except BaseException:
             self.input_ids[live, pos], self.trim[live], self.absorbed[live] = undo
             self.attention_mask[live, pos] = 0
+            if self.turns is not None:
+                self.turns.turn_start[live, pos] = False
             self.n[live] -= 1
             self.t[act] -= 1
             raise
@@ -149,6 +165,44 @@ class _Episodes:
             self.text[paid] = texts  # after the reward: nothing to undo when it raises
         return _StepOut(rewards, terminated, truncated, paid, components, ended)
 
+    def _finish_turn_step(
+        self, act: np.ndarray, live: np.ndarray, a: np.ndarray, rewards: np.ndarray, turns: _Turns
+    ) -> _StepOut:
+        """:meth:`_finish_step` of a multi-turn episode: a turn end asks the responder, which
+        replies (environment tokens are appended) or ends the episode; the token budget counts
+        every token after the prompt, the policy's and the environment's."""
+        cfg = self.cfg
+        B = self.num_envs
+        hit = a == cfg.eos_token_id  # (n,) the policy's turn ended with this action
+        trim = hit.astype(np.int64)
+        if cfg.stop_ids:
+            self._stop_hits(live, hit, trim)
+        self.trim[live] = trim
+        out = turns.respond(live[hit])  # may raise: nothing has changed yet
+        terminated = np.zeros(B, dtype=bool)
+        truncated = np.zeros(B, dtype=bool)
+        terminated[out.rows[out.terminated]] = True
+        truncated[out.rows[out.truncated]] = True
+        for r, reply in zip(out.rows, out.replies, strict=True):
+            rewards[r] += reply.reward  # the per-turn reward, on the action that ended the turn
+        turn_ended = np.zeros(B, dtype=bool)
+        turn_ended[out.rows] = True
+        horizon = act[(self.n[act] >= cfg.max_new_tokens) & ~turn_ended[act]]  # cut mid-turn
+        truncated[horizon] = True
+        ended = np.flatnonzero(terminated | truncated)
+        components = None
+        if ended.size:
+            texts = self.decode(ended)
+            if not cfg.token_level:
+                prompts = [cfg.task.prompts[i] for i in self.prompt_index[ended]]
+                refs = cfg.task.references
+                batch_refs = None if refs is None else [refs[i] for i in self.prompt_index[ended]]
+                scores, components = cfg.scorer(prompts, texts, batch_refs)
+                rewards[ended] += scores
+            self.text[ended] = texts
+        turns.apply(out, horizon, ended)  # after the reward: nothing to undo when it raises
+        return _StepOut(rewards, terminated, truncated, ended, components, ended)
+
     def decode(self, rows: np.ndarray, skip_special_tokens: bool = True) -> list[str]:
         """Completions of ``rows`` without their final EOS / stop sequence (one batched decode)."""
         start = self.prompt_length[rows]
@@ -174,6 +228,8 @@ class _Episodes:
                 f"task {self.cfg.task.name!r} has no expert; give it one, e.g. "
                 "dataclasses.replace(task, expert=textgym.tasks.ReferenceExpert())"
             )
+        if self.turns is not None and hasattr(expert, "label_turns"):
+            return self.turns.label(expert)  # a TurnExpert plans from the transcript
         out = np.asarray(
             expert(self.prompt_index, self.input_ids, self.prompt_length, self.n), dtype=np.int64
         )

@@ -64,54 +64,77 @@ def _check_index(i: Any, n: int) -> int:
 
 
 class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
-    """Text generation by a causal LM as a token-level MDP.
+    """Text generation by a causal LM as a token-level MDP, single- or multi-turn.
 
     ## Description
     One episode writes one completion of one prompt, a token per step. The env holds the
     tokenizer, the task (prompts, references, expert) and the reward; the policy LM is the agent.
+    Multi-turn (a ``responder``, or a ``textgym.multiturn.MultiTurnTask``; ``docs/multiturn.md``):
+    the episode is a conversation. The policy's tokens are still the actions; when the policy ends
+    its turn (EOS or a stop sequence of the task), the responder reads the transcript and either
+    returns text, which the same step appends as *environment tokens* (never actions), or None,
+    which ends the episode. Without a responder nothing of this applies: the first turn end is
+    the episode's end, exactly as in a single-turn env.
 
     ## Spaces
     - Action: ``Discrete(V)``, the next token id; V is the LM head size (from the model config,
       never guessed from the tokenizer).
     - Observation: ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,),
       int64))``, L = ``max_prompt_tokens + max_new_tokens``; the prompt tokens, then the tokens
-      generated so far, then padding (right-padded, ``attention_mask`` 1 on the valid prefix).
+      written so far (multi-turn: the whole transcript, policy and environment tokens in order),
+      then padding (right-padded, ``attention_mask`` 1 on the valid prefix).
 
     ## Rewards
     Sequence-level (default): r(prompt, completion, references) on the step that ends the text,
     0.0 on every other step; the completion is decoded without its EOS / stop sequence and with
-    special tokens skipped. Token-level (``reward.token_level``): ``reward.step`` on every step,
-    no end-of-episode reward. A weighted sum also reports each component in
-    ``info["reward_components"]``.
+    special tokens skipped (multi-turn: the whole transcript after the prompt, environment turns
+    included, without the last turn's end marker). Token-level (``reward.token_level``):
+    ``reward.step`` on every step, no end-of-episode reward. A weighted sum also reports each
+    component in ``info["reward_components"]``. Multi-turn: a responder that returns
+    ``Reply(text, reward)`` pays ``reward`` on the action that ended the turn (per-turn rewards),
+    on top of the sequence reward at the episode's end.
 
     ## Starting State
     A prompt drawn uniformly with ``np_random`` (seed it with ``reset(seed=...)``), or pinned with
     ``reset(options={"prompt_index": i})``; no completion tokens yet.
 
     ## Episode End
-    - ``terminated``: the action is EOS or completes a stop sequence of the task;
-    - ``truncated``: ``max_new_tokens`` tokens without either (never both flags);
-    - ``fixed_horizon=True``: every episode lasts exactly ``max_new_tokens`` steps; after EOS the
-      episode sits in an absorbing state (actions ignored, reward 0, observation frozen) and
-      reports ``terminated`` at the horizon; the sequence reward is paid on the EOS step.
+    - ``terminated``: the action is EOS or completes a stop sequence of the task (multi-turn: the
+      responder answered the turn it ended with None);
+    - ``truncated``: ``max_new_tokens`` tokens without either (never both flags); multi-turn, the
+      budget counts every token after the prompt, and also ``truncated``: the ``max_turns``-th
+      policy turn ended and the responder still answered, or its answer does not fit the budget
+      with room for one more policy token (never cut silently; ``info["truncated_by"]`` says which:
+      ``"max_new_tokens"``, ``"max_turns"`` or ``"context"``);
+    - ``fixed_horizon=True`` (single-turn only): every episode lasts exactly ``max_new_tokens``
+      steps; after EOS the episode sits in an absorbing state (actions ignored, reward 0,
+      observation frozen) and reports ``terminated`` at the horizon; the sequence reward is paid
+      on the EOS step.
     Stepping a finished episode raises ``RuntimeError``: call ``reset()``.
 
     ## Info
     ``prompt_index`` every step; ``prompt`` and ``references`` after ``reset`` and at the end;
     ``text`` (the decoded completion) when the text ends and at the episode end;
     ``reward_components`` when the reward is paid (weighted sums); ``action_mask`` (V,) bool of
-    the next action when a provider is given.
+    the next action when a provider is given. Multi-turn, after ``reset`` and every step:
+    ``env_tokens`` (environment tokens this step appended), ``env_token_mask`` (L,) bool (the
+    environment tokens of the observation), ``turn_start_mask`` (L,) bool (the first token of
+    every turn after the prompt, policy and environment), ``turn`` (policy turns ended so far);
+    at the end ``transcript`` (a ``textgym.multiturn.Transcript``) and, when truncated,
+    ``truncated_by``.
 
     ## Arguments
     ``TextGenEnv(model=None, task="reviews", reward=None, max_new_tokens=32,
     max_prompt_tokens=None, *, split="train", tokenizer=None, truncation="error",
-    action_mask=None, fixed_horizon=False, trust_remote_code=False, render_mode=None)``: the
-    fields of :class:`~textgym.envs.EnvArgs`, each documented there (an unknown name is a
-    ``TypeError`` that lists the valid ones), plus
+    action_mask=None, fixed_horizon=False, trust_remote_code=False, responder=None,
+    max_turns=None, chat_template=False, render_mode=None)``: the fields of
+    :class:`~textgym.envs.EnvArgs`, each documented there (an unknown name is a ``TypeError``
+    that lists the valid ones), plus
     - ``render_mode``: ``"ansi"`` (``render()`` returns the text) or ``"human"`` (prints it).
 
     ## Version History
-    - v0: initial version.
+    - v0: initial version; multi-turn episodes (responder, max_turns, chat_template) added
+      without changing single-turn ones.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -172,11 +195,26 @@ class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
         self._ep.reset(self._row, np.array([i]))
         self._needs_reset = False
         info = self._episode_info(i)
+        if self._ep.turns is not None:
+            self._turn_info(info, ended=False, truncated=False)
         if self.config.action_mask is not None:
             info["action_mask"] = self._ep.action_mask()[0]
         if self.render_mode == "human":
             self.render()
         return self._obs(), info
+
+    def _turn_info(self, info: dict[str, Any], *, ended: bool, truncated: bool) -> None:
+        """The multi-turn keys of ``info`` (see the class docstring)."""
+        turns = self._ep.turns
+        assert turns is not None
+        info["env_tokens"] = int(turns.appended[0])
+        info["env_token_mask"] = turns.env_mask[0].copy()
+        info["turn_start_mask"] = turns.turn_start[0].copy()
+        info["turn"] = int(turns.turn[0])
+        if ended:
+            info["transcript"] = turns.final[0]
+        if truncated:
+            info["truncated_by"] = turns.truncated_by[0]
 
     def _check_action(self, action: Any) -> int:
         try:
@@ -223,6 +261,8 @@ class TextGenEnv(_ConfigViews, gym.Env[dict[str, Any], int | np.int64]):
             self._needs_reset = True
             info.update(self._episode_info(i))
             info["text"] = self._ep.text[0]
+        if self._ep.turns is not None:
+            self._turn_info(info, ended=terminated or truncated, truncated=truncated)
         if self.config.action_mask is not None:
             info["action_mask"] = self._ep.action_mask()[0]
         if self.render_mode == "human":

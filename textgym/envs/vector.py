@@ -40,11 +40,11 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
     """B token-level text-generation episodes in numpy arrays (a ``gymnasium.vector.VectorEnv``).
 
     ## Description
-    The MDP of :class:`TextGenEnv` (see it), B episodes at once: sub-env i equals a
-    ``TextGenEnv`` reset with ``seed + i`` and stepped with the same actions. The hot path is a
-    few numpy operations on (B, L) arrays: prompts are tokenised once at construction (reset is
-    an index), text is decoded only when episodes end, and the reward is called once per step for
-    all episodes that end in it.
+    The MDP of :class:`TextGenEnv` (see it; single- or multi-turn), B episodes at once: sub-env
+    i equals a ``TextGenEnv`` reset with ``seed + i`` and stepped with the same actions. The hot
+    path is a few numpy operations on (B, L) arrays: prompts are tokenised once at construction
+    (reset is an index), text is decoded only when episodes end, and the reward is called once
+    per step for all episodes that end in it.
 
     ## Spaces
     ``single_action_space = Discrete(V)``, ``action_space = MultiDiscrete([V] * B)``; the
@@ -70,7 +70,10 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
 
     ## Info
     Gymnasium's vector layout: ``info[key]`` has one entry per sub-env and the bool array
-    ``info["_" + key]`` says which entries are set.
+    ``info["_" + key]`` says which entries are set. Multi-turn: ``env_tokens`` (B,),
+    ``env_token_mask`` and ``turn_start_mask`` (B, L), ``turn`` (B,) every step (after the
+    step's autoresets, like the observation); ``transcript`` and ``truncated_by`` where episodes
+    ended (SAME_STEP: in ``final_info``).
 
     ## Arguments
     ``num_envs`` (B, first, by position or keyword), the fields of
@@ -193,6 +196,24 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
             _put(info, "text", text_rows, self._ep.text[text_rows].tolist(), B, object)
         if ended.size:
             self._episode_info(info, ended)
+            turns = self._ep.turns
+            if turns is not None:
+                _put(info, "transcript", ended, turns.final[ended].tolist(), B, object)
+                cut = ended[turns.truncated_by[ended] != None]  # noqa: E711  # elementwise
+                if cut.size:
+                    _put(info, "truncated_by", cut, turns.truncated_by[cut].tolist(), B, object)
+
+    def _add_turn_info(self, info: dict[str, Any]) -> None:
+        """Multi-turn: every sub-env's ``env_tokens``, ``env_token_mask``, ``turn_start_mask``
+        and ``turn`` (see :class:`TextGenEnv`), after this step's autoresets."""
+        turns = self._ep.turns
+        if turns is None:
+            return
+        every = np.ones(self.num_envs, dtype=bool)
+        info["env_tokens"], info["_env_tokens"] = turns.appended.copy(), every
+        info["env_token_mask"], info["_env_token_mask"] = turns.env_mask.copy(), every.copy()
+        info["turn_start_mask"], info["_turn_start_mask"] = turns.turn_start.copy(), every.copy()
+        info["turn"], info["_turn"] = turns.turn.copy(), every.copy()
 
     def _add_mask_info(self, info: dict[str, Any]) -> None:
         if self.config.action_mask is not None:
@@ -298,6 +319,7 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
         info: dict[str, Any] = {}
         _put(info, "prompt_index", rows, pidx, self.num_envs, np.int64)
         self._episode_info(info, rows)
+        self._add_turn_info(info)
         self._add_mask_info(info)
         return self._obs(), info
 
@@ -346,6 +368,7 @@ class TextGenVectorEnv(_ConfigViews, VectorEnv[dict[str, Any], np.ndarray, np.nd
             self.num_envs,
             np.int64,
         )
+        self._add_turn_info(info)
         self._add_mask_info(info)
         return self._obs(), out.rewards, out.terminated, out.truncated, info
 
