@@ -14,8 +14,11 @@ s_t -> prompt_ids ⊕ completion_ids[:, :t] | a*_t -> labels[:, t] | l -> :func:
 
 Engineering choices: a row holds a trajectory, so its T labelled states cost one forward pass; the
 tokens the states are made of (``completion_ids``) may differ from the labels, which is how DAgger
-reuses this learner for learner-visited states. Early stopping on a validation loss (patience, the
-best weights restored). The policy stays in eval mode (no dropout), as in the other agents.
+reuses this learner for learner-visited states. Multi-turn trajectories (``docs/multiturn.md``)
+hold the environment's tokens between the policy's turns (``Demonstrations.env_mask``): they are
+attended, never labelled, so the loss covers the policy's turns only. Early stopping on a
+validation loss (patience, the best weights restored). The policy stays in eval mode (no
+dropout), as in the other agents.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ from torch import Tensor
 
 from textgym.config import check_fields, check_range
 from textgym.lm import LanguageModel
+from textgym.multiturn import MultiTurnTask
 from textgym.tasks import Task
 from textgym.training import progress
 
@@ -98,25 +102,40 @@ class Demonstrations:
     prompt_mask: Tensor  # (N, P) int64, 1 = prompt token
     completion_ids: Tensor  # (N, T) int64, right-padded: the tokens the states are built from
     labels: Tensor  # (N, T) int64, a*_t, the expert's action at s_t
-    mask: Tensor  # (N, T) float32, 1 = a labelled state; each row's states are a prefix
+    mask: Tensor  # (N, T) float32, 1 = a labelled state (single-turn: each row's are a prefix)
+    env_mask: Tensor | None = None  # (N, T) float32, 1 = an environment token (multi-turn)
 
     @property
     def n_labels(self) -> int:
         """|D|: the number of labelled states (expert labels spent)."""
         return int(self.mask.sum())
 
+    @property
+    def completion_attention(self) -> Tensor:  # (N, T) int64
+        """1 on the tokens of each trajectory: its labelled states' and its environment's."""
+        keep = self.mask > 0 if self.env_mask is None else (self.mask > 0) | (self.env_mask > 0)
+        return keep.long()
+
     def __len__(self) -> int:
         return int(self.prompt_ids.shape[0])
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Demonstrations:
+        """The same data with ``fn`` applied to every tensor (absent fields stay None)."""
+        return Demonstrations(**{k: fn(v) for k, v in self.state_dict().items()})
+
     def __getitem__(self, rows: Tensor | slice) -> Demonstrations:
-        return Demonstrations(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
+        return self._map(lambda x: x[rows])
 
     def to(self, device: torch.device | str) -> Demonstrations:
-        return Demonstrations(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
+        return self._map(lambda x: x.to(device))
 
     def state_dict(self) -> dict[str, Tensor]:
         """The tensors by field name, for a checkpoint (``Demonstrations(**d)`` rebuilds it)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+        }
 
     @classmethod
     def from_pairs(cls, lm: LanguageModel, pairs: Sequence[tuple[str, str]]) -> Demonstrations:
@@ -141,6 +160,58 @@ class Demonstrations:
         device = prompt_ids.device
         return cls(prompt_ids, prompt_mask, ids.to(device), ids.clone().to(device), mask.to(device))
 
+    @classmethod
+    def from_dialogues(
+        cls,
+        lm: LanguageModel,
+        dialogues: Sequence[tuple[str, Sequence[str]]],
+        stop_sequences: Sequence[str] = (),
+    ) -> Demonstrations:
+        """Tokenise multi-turn conversations as a multi-turn env writes them: ``(prompt, turns)``
+        with turns alternating policy / environment (``MultiTurnTask.dialogues()``).
+
+        A policy turn is tokenised on its own and followed by EOS unless it ends with one of
+        ``stop_sequences`` (its tokens are labelled); an environment turn is tokenised on its own
+        (attended, not labelled). Prompts as :meth:`from_pairs`. For chat-template envs, pass
+        the turns as the template formats them.
+        """
+        if not dialogues:
+            raise ValueError("no demonstrations: pass at least one (prompt, turns) dialogue")
+        if lm.eos_token_id is None:
+            raise ValueError("behaviour cloning needs an EOS id to teach the learner to stop")
+        prompt_ids, prompt_mask = lm.encode([p for p, _ in dialogues])  # (N, P)
+        texts = [t for _, turns in dialogues for t in turns]
+        encoded = iter(lm.tokenizer(texts, add_special_tokens=False)["input_ids"])
+        rows: list[tuple[list[int], list[float], list[float]]] = []
+        for _, turns in dialogues:
+            ids, labelled, env = [], [], []
+            for k, text in enumerate(turns):
+                tok = list(next(encoded))
+                policy = k % 2 == 0
+                if policy and not any(text.endswith(s) for s in stop_sequences):
+                    tok.append(lm.eos_token_id)
+                ids += tok
+                labelled += [float(policy)] * len(tok)
+                env += [float(not policy)] * len(tok)
+            rows.append((ids, labelled, env))
+        T = max(len(r[0]) for r in rows)
+        ids_t = torch.full((len(rows), T), lm.pad_token_id, dtype=torch.long)  # (N, T)
+        mask, env_mask = torch.zeros(len(rows), T), torch.zeros(len(rows), T)  # (N, T)
+        for i, (ids, labelled, env) in enumerate(rows):
+            ids_t[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = torch.tensor(labelled)
+            env_mask[i, : len(ids)] = torch.tensor(env)
+        device = prompt_ids.device
+        labels = ids_t.masked_fill(mask == 0, lm.pad_token_id)
+        return cls(
+            prompt_ids,
+            prompt_mask,
+            ids_t.to(device),
+            labels.to(device),
+            mask.to(device),
+            env_mask.to(device),
+        )
+
     @staticmethod
     def cat(parts: Sequence[Demonstrations], pad_id: int) -> Demonstrations:
         """The union of data sets: rows stacked, prompts re-padded left, completions right."""
@@ -151,20 +222,35 @@ class Demonstrations:
             extra = width - x.shape[1]
             return torch.nn.functional.pad(x, (extra, 0) if left else (0, extra), value=value)
 
+        env = None
+        if any(d.env_mask is not None for d in parts):
+            env = torch.cat(
+                [
+                    pad(
+                        torch.zeros_like(d.mask) if d.env_mask is None else d.env_mask,
+                        T,
+                        0.0,
+                        False,
+                    )
+                    for d in parts
+                ]
+            )
         return Demonstrations(
             torch.cat([pad(d.prompt_ids, P, pad_id, True) for d in parts]),
             torch.cat([pad(d.prompt_mask, P, 0, True) for d in parts]),
             torch.cat([pad(d.completion_ids, T, pad_id, False) for d in parts]),
             torch.cat([pad(d.labels, T, pad_id, False) for d in parts]),
             torch.cat([pad(d.mask, T, 0.0, False) for d in parts]),
+            env,
         )
 
     def within_budget(self, budget: int) -> Demonstrations:
-        """The first ``budget`` labelled states in row order (a last row may keep only a prefix)."""
+        """The first ``budget`` labelled states in row order (a last row may keep only its
+        first ones)."""
         before = self.mask.sum(-1).cumsum(0) - self.mask.sum(-1)  # (N,) labels in earlier rows
         keep = (budget - before).clamp(min=0)  # (N,) states each row may keep
-        t = torch.arange(self.mask.shape[1], device=self.mask.device)
-        mask = self.mask * (t[None, :] < keep[:, None])  # (N, T)
+        rank = self.mask.cumsum(-1)  # (N, T) 1-based index of each labelled state in its row
+        mask = self.mask * (rank <= keep[:, None])  # (N, T)
         rows = mask.sum(-1) > 0
         return dataclasses.replace(self, mask=mask)[rows]
 
@@ -175,6 +261,8 @@ def as_demonstrations(
     """A task's expert demonstrations, a list of (prompt, completion) texts, or D as it is."""
     if isinstance(data, Demonstrations):
         return data.to(lm.device)
+    if isinstance(data, MultiTurnTask) and data.planner is not None:
+        return Demonstrations.from_dialogues(lm, data.dialogues(), data.stop_sequences)
     pairs = data.demonstrations() if isinstance(data, Task) else list(data)
     return Demonstrations.from_pairs(lm, pairs)
 
@@ -182,7 +270,7 @@ def as_demonstrations(
 def state_logits(policy: LanguageModel, d: Demonstrations) -> Tensor:  # (B, T, V)
     """π_θ's logits at every state s_t of every row, in one forward pass (with gradients)."""
     ids = torch.cat([d.prompt_ids, d.completion_ids], dim=1)  # (B, L)
-    attention = torch.cat([d.prompt_mask, (d.mask > 0).long()], dim=1)  # (B, L)
+    attention = torch.cat([d.prompt_mask, d.completion_attention], dim=1)  # (B, L)
     P, T = d.prompt_ids.shape[1], d.completion_ids.shape[1]
     return policy.forward(ids, attention)[:, P - 1 : P - 1 + T]  # position P-1+t predicts a_t
 
@@ -194,8 +282,8 @@ class BC(Agent):
 
     Args:
         policy: π_θ, trained in place.
-        data: a ``Task`` (its expert's ``demonstrations()``), (prompt, completion) texts, or
-            :class:`Demonstrations`.
+        data: a ``Task`` (its expert's ``demonstrations()``; a ``MultiTurnTask`` with a planner:
+            its ``dialogues()``), (prompt, completion) texts, or :class:`Demonstrations`.
         config: :class:`BCConfig`.
         val_data: held-out demonstrations; None splits ``config.val_fraction`` off ``data``.
         log_dir, tensorboard: one CSV row (and TensorBoard scalars) per evaluation.

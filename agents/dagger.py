@@ -38,6 +38,7 @@ from textgym.agents.base import Agent
 from textgym.agents.bc import BC, BCConfig, Demonstrations, as_demonstrations
 from torch import Tensor
 
+from textgym.collection import EnvTokens, env_token_block, interleave
 from textgym.config import check_fields, check_range
 from textgym.decoding import check_finite_logits, sample
 from textgym.envs import to_left_padded
@@ -169,6 +170,9 @@ def collect_labelled(
 
     The policy's KV cache lives beside the env (prompt fed once, then one token a step). With
     ``beta=0`` and ``greedy=True`` this is greedy decoding, labelled: the evaluation of drift.
+    Multi-turn envs: the environment's tokens are fed to the cache after the action that ended a
+    turn (never chosen, never labelled: only policy states are), and the trajectories hold them
+    between the turns (``Demonstrations.env_mask``).
     """
     device = policy.device
     obs, info = vec_env.reset(seed=seed, options=options)
@@ -181,6 +185,8 @@ def collect_labelled(
     prompt_indices = np.asarray(info["prompt_index"]).copy()
     active = torch.ones(B, dtype=torch.bool, device=device)
     steps: list[tuple[Tensor, ...]] = []  # per step: executed, label, learner's, coin, alive
+    env: list[EnvTokens] = []  # multi-turn: the environment tokens steps appended
+    pad = policy.pad_token_id
     attention = prompt_mask
     logits, cache = policy.step(prompt_ids, prompt_mask)  # (B, V)
     while True:
@@ -188,17 +194,51 @@ def collect_labelled(
         check_finite_logits(torch.isfinite(logits.logsumexp(-1)))  # argmax would hide NaN
         own = logits.argmax(-1) if greedy else sample(logits, generator=generator)  # (B,) π̂
         coin = torch.rand(B, generator=generator, device=device) < beta  # (B,) take π*'s action
-        action = torch.where(active, torch.where(coin, label, own), policy.pad_token_id)
+        action = torch.where(active, torch.where(coin, label, own), pad)
         steps.append((action, label, own, coin & active, active.clone()))
-        _, _, term, trunc, info = vec_env.step(action.cpu().numpy())
+        obs, _, term, trunc, info = vec_env.step(action.cpu().numpy())
         active &= ~torch.as_tensor(np.logical_or(term, trunc), device=device)
         if not active.any():
             break
-        attention = torch.cat([attention, attention.new_ones(B, 1)], dim=1)  # (B, past + 1)
-        logits, cache = policy.step(action[:, None], attention, cache)
+        counts = info.get("env_tokens")
+        if counts is not None:
+            counts = np.where(active.cpu().numpy(), counts, 0)
+        if counts is None or not counts.any():
+            attention = torch.cat([attention, attention.new_ones(B, 1)], dim=1)  # (B, past + 1)
+            logits, cache = policy.step(action[:, None], attention, cache)
+            continue
+        block, block_mask, left = env_token_block(
+            obs["input_ids"], obs["attention_mask"], action.cpu().numpy(), counts, pad
+        )
+        env.append(
+            EnvTokens(
+                len(steps) - 1,
+                torch.as_tensor(left, device=device),
+                torch.as_tensor(counts, device=device),
+            )
+        )
+        attention = torch.cat([attention, torch.as_tensor(block_mask, device=device)], dim=1)
+        logits, cache = policy.step(torch.as_tensor(block, device=device), attention, cache)
     columns = (torch.stack(x, 1) for x in zip(*steps, strict=True))  # each (B, T)
     executed, labels, learner, chosen, alive = columns
-    data = Demonstrations(prompt_ids, prompt_mask, executed, labels, alive.float())
+    env_mask = None
+    if env:  # the environment's tokens between the turns, in transcript order
+        placed, env_mask, _ = interleave(
+            {
+                "tokens": executed,
+                "labels": labels,
+                "learner": learner,
+                "chosen": chosen,
+                "alive": alive,
+            },
+            {"labels": pad, "learner": pad, "chosen": False, "alive": False},
+            env,
+            alive,
+            pad,
+        )
+        executed, labels, learner = placed["tokens"], placed["labels"], placed["learner"]
+        chosen, alive = placed["chosen"], placed["alive"]
+    data = Demonstrations(prompt_ids, prompt_mask, executed, labels, alive.float(), env_mask)
     return LabelledRollout(data, learner, chosen, prompt_indices)
 
 
