@@ -20,6 +20,17 @@ with, under autocast, and a row of textgym bf16 against textgym fp32 from the sa
                              It pays where episodes end at EOS at mixed lengths (the embedded
                              model on its tasks; random-weight bench models rarely emit EOS)
 
+    collect, multi-turn        ``collect`` on a multi-turn env against ``collect`` on a single-turn
+    vs single-turn             one with the same token budget (own table row and ratio line): the
+                               review prompts, EOS masked out on both sides (so every episode
+                               spends its 48 tokens); multi-turn, each "." ends the policy's turn
+                               and a responder answers the first three with " Tell me more:" (6
+                               environment tokens each, teacher-forced into the KV cache) and the
+                               later ones with nothing, so every episode runs to the budget.
+                               Throughput counts transcript tokens (the policy's and the
+                               environment's) per second; the totals are printed, equal but for
+                               episodes whose answer would not fit (they end a few tokens early)
+
 A rollout runs until every sub-env's first episode has ended (EOS or 48 tokens), as ``generate``
 runs until every row has. Throughput counts row-steps (B x steps run, the batch's decode work,
 finished rows included, as for ``generate``); the generated tokens (up to each EOS) are printed
@@ -28,7 +39,8 @@ repeats evens that and the machine's load out.
 
     python experiments/bench_rollout.py            # full run
     python experiments/bench_rollout.py --quick    # about a minute
-    python experiments/bench_rollout.py --check    # exit 1 when the ratio misses its target
+    python experiments/bench_rollout.py --check    # exit 1 when a ratio misses its target
+    python experiments/bench_rollout.py --multiturn-only   # only the multi-turn row
 """
 
 from __future__ import annotations
@@ -48,13 +60,18 @@ import torch
 
 import textgym
 from textgym.assets.bench_models import MODEL_HELP, bench_model
-from textgym.envs import TextGenVectorEnv, to_left_padded
+from textgym.envs import TextGenVectorEnv, VocabularyMask, to_left_padded
 from textgym.lm import LanguageModel
+from textgym.multiturn import Transcript
 from textgym.provenance import git_sha
 from textgym.rollout import collect
+from textgym.tasks import Task, load
 from textgym.training import frozen_copy
 
 TARGET = 0.9
+MULTI_TURN_TARGET = 0.9
+REPLY = " Tell me more:"
+REPLIES = 3
 
 
 @dataclass(frozen=True)
@@ -154,6 +171,53 @@ def collect_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int, *, com
     return Run(seconds, steps, int(out.lengths.sum()), len(out), lm_rows=sum(fed[1:]))
 
 
+def tell_me_more(transcript: Transcript) -> str:
+    """The multi-turn row's responder: " Tell me more:" to the first three turns, then an empty
+    answer (no environment tokens: the policy goes on until the budget is spent, so both sides
+    write the same number of tokens)."""
+    return REPLY if len(transcript.env_turns) < REPLIES else ""
+
+
+def turn_envs(lm: LanguageModel, cfg: BenchConfig) -> tuple[TextGenVectorEnv, TextGenVectorEnv]:
+    """(single-turn, multi-turn) envs with the same prompts and budget, EOS masked out on both."""
+    task = load(cfg.task, split="train")
+    no_eos = VocabularyMask(
+        [i for i in range(lm.vocab_size) if i != lm.eos_token_id], lm.vocab_size
+    )
+    turns = Task(
+        task.name, task.prompts, task.references, stop_sequences=(".",), reward=task.reward
+    )
+    common = {"model": lm, "max_new_tokens": cfg.max_new_tokens, "action_mask": no_eos}
+    single = TextGenVectorEnv(cfg.batch_size, task=task, **common)
+    multi = TextGenVectorEnv(cfg.batch_size, task=turns, responder=tell_me_more, **common)
+    return single, multi
+
+
+def transcript_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int) -> Run:
+    """``collect`` counting transcript tokens: the policy's and (multi-turn) the environment's."""
+    start = time.perf_counter()
+    out = collect(lm, venv, generator=torch.Generator().manual_seed(seed), seed=seed)
+    seconds = time.perf_counter() - start
+    tokens = out.completion_mask.sum()
+    if out.env_mask is not None:
+        tokens = tokens + out.env_mask.sum()
+    return Run(seconds, out.completion_ids.shape[1], int(tokens), len(out))
+
+
+def print_multiturn(multi: list[Run], single: list[Run]) -> float:
+    """The multi-turn row: transcript tokens/s of each side and the median paired ratio."""
+    m, m_sd = median_run(multi, lambda x: x.tokens_per_s)
+    s, s_sd = median_run(single, lambda x: x.tokens_per_s)
+    ratio = statistics.median(
+        a.tokens_per_s / b.tokens_per_s for a, b in zip(multi, single, strict=True)
+    )
+    label = "tokens/s, collect multi/single-turn"
+    print(f"| {label:34} | {m:9.0f} ± {m_sd:4.0f} | {s:9.0f} ± {s_sd:4.0f} | {ratio:6.2f} |")
+    tm, ts = (statistics.median(x.tokens for x in runs) for runs in (multi, single))
+    print(f"| {'transcript tokens per rollout':34} | {tm:16.0f} | {ts:16.0f} | {'':>6} |")
+    return ratio
+
+
 def generate_rollout(lm: LanguageModel, venv: TextGenVectorEnv, seed: int) -> Run:
     """``generate`` on the env's prompts, then one decode and one reward call, as the env does."""
     ids, mask, index = prompts_of(venv, seed)  # untimed: the env side times its reset
@@ -237,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         "autocast; plus a textgym fp32 row",
     )
     parser.add_argument("--quick", action="store_true", help="3 repeats, about a minute")
-    parser.add_argument("--check", action="store_true", help="exit 1 when ratio < target")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a ratio < target")
+    parser.add_argument(
+        "--multiturn-only", action="store_true", help="only the multi-turn vs single-turn row"
+    )
     args = parser.parse_args(argv)
     cfg = BenchConfig(
         model=bench_model(args.model),
@@ -262,10 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     venv = TextGenVectorEnv(
         cfg.batch_size, model=lm, task=cfg.task, max_new_tokens=cfg.max_new_tokens
     )
+    single_turn, multi_turn = turn_envs(lm, cfg)
+    if args.multiturn_only:
+        return multiturn_only(lm, cfg, single_turn, multi_turn, args.check)
     # Warm-up: first calls allocate, import the reward's dependencies, build caches.
     env_rollout(lm, venv, seed=999, cache=True)
     generate_rollout(lm, venv, seed=999)
     collect_rollout(lm, venv, seed=999, compact=True)
+    transcript_rollout(lm, single_turn, seed=999)
+    transcript_rollout(lm, multi_turn, seed=999)
 
     ours: list[Run] = []
     ref: list[Run] = []
@@ -273,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     compacted: list[Run] = []
     full: list[Run] = []
     single: list[Run] = []  # the float32 model's env rollouts, with --compute-dtype
+    one_turn: list[Run] = []  # collect on the single-turn env of the multi-turn row
+    turns: list[Run] = []  # collect on its multi-turn env
     for r in range(cfg.repeats):  # interleaved, so that both sides see the same load
         seed = cfg.seed + r
         ours.append(env_rollout(lm, venv, seed, cache=True))
@@ -283,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         full.append(collect_rollout(lm, venv, seed, compact=False))
         if fp32 is not None:
             single.append(env_rollout(fp32, venv, seed, cache=True))
+        one_turn.append(transcript_rollout(lm, single_turn, seed))
+        turns.append(transcript_rollout(lm, multi_turn, seed))
     load_after = os.getloadavg()[0]
 
     o = median_run(ours, lambda x: x.row_steps_per_s)[0]
@@ -327,11 +403,44 @@ def main(argv: list[str] | None = None) -> int:
         label = "row-steps/s, textgym bf16 vs fp32"
         print(f"| {label:34} | {o:16.0f} | {s:16.0f} | {o / s:6.2f} |")
     print_compaction(compacted, full)
+    multi_ratio = print_multiturn(turns, one_turn)
     print()
+    print(f"multi-turn ratio: {multi_ratio:.2f} (target >= {MULTI_TURN_TARGET})")
     print(f"ratio: {ratio:.2f} (target >= {TARGET})")
-    if args.check and ratio < TARGET:
+    if args.check and (ratio < TARGET or multi_ratio < MULTI_TURN_TARGET):
         return 1
     return 0
+
+
+def multiturn_only(
+    lm: LanguageModel,
+    cfg: BenchConfig,
+    single_turn: TextGenVectorEnv,
+    multi_turn: TextGenVectorEnv,
+    check: bool,
+) -> int:
+    """``--multiturn-only``: the multi-turn row alone, ending with its ``ratio:`` line."""
+    transcript_rollout(lm, single_turn, seed=999)  # warm-up
+    transcript_rollout(lm, multi_turn, seed=999)
+    load_before = os.getloadavg()[0]
+    one_turn, turns = [], []
+    for r in range(cfg.repeats):  # interleaved, so that both sides see the same load
+        one_turn.append(transcript_rollout(lm, single_turn, cfg.seed + r))
+        turns.append(transcript_rollout(lm, multi_turn, cfg.seed + r))
+    load_after = os.getloadavg()[0]
+    print(f"# bench_rollout --multiturn-only  git {git_sha()}  {cfg.threads} torch threads, cpu")
+    print(
+        f"# model {Path(cfg.model).name}, task {cfg.task}, batch {cfg.batch_size}, "
+        f"{cfg.max_new_tokens} tokens, seeds {cfg.seed}..{cfg.seed + cfg.repeats - 1}, "
+        f"load average {load_before:.2f} before, {load_after:.2f} after ({os.cpu_count()} cores)"
+    )
+    print()
+    print(f"| {'metric':34} | {'multi-turn':>16} | {'single-turn':>16} | {'ratio':>6} |")
+    print(f"|{'-' * 36}|{'-' * 18}|{'-' * 18}|{'-' * 8}|")
+    ratio = print_multiturn(turns, one_turn)
+    print()
+    print(f"ratio: {ratio:.2f} (target >= {MULTI_TURN_TARGET})")
+    return 1 if check and ratio < MULTI_TURN_TARGET else 0
 
 
 if __name__ == "__main__":
