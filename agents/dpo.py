@@ -261,10 +261,9 @@ class DPO(Agent):
         self.eval_ref_logps = eval_ref_logps
         if self.eval_data is not None and eval_ref_logps is None:
             self.eval_ref_logps = self._ref_logps(self.eval_data)
-        if self.ref_logps.shape != (2 * len(self.data),):
-            raise ValueError(
-                f"ref_logps must be ({2 * len(self.data)},), got {tuple(self.ref_logps.shape)}"
-            )
+        n_rows = self.data.input_ids.shape[0]  # 2N for pairs (subclasses may store other rows)
+        if self.ref_logps.shape != (n_rows,):
+            raise ValueError(f"ref_logps must be ({n_rows},), got {tuple(self.ref_logps.shape)}")
         self._check_shards()
         params = [q for q in self.policy.model.parameters() if q.requires_grad]
         self.optimizer = adamw(params, lr=config.lr, weight_decay=0.01)  # torch AdamW's default

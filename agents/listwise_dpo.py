@@ -30,7 +30,6 @@ Shapes: N rankings, B of them an update, K completions a ranking, R token rows, 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import Any
 
 import torch
 from textgym.agents._common import check_finite
-from textgym.agents.base import Agent
+from textgym.agents.dpo import DPO
 from textgym.agents.feedback_losses import listwise_dpo_loss
 from torch import Tensor
 
@@ -47,7 +46,7 @@ from textgym.feedback import FeedbackBatch, Ranking, ranking_order
 from textgym.lm import LanguageModel
 from textgym.packing import packed_logprobs
 from textgym.preference import PreferencePair, tokenize_pairs
-from textgym.training import adamw, frozen_copy, progress, resolve_device
+from textgym.training import progress
 
 __all__ = ["ListwiseDPO", "ListwiseDPOConfig", "ranking_metrics", "tokenize_rankings"]
 
@@ -153,10 +152,12 @@ def _row_logps(lm: LanguageModel, rows: tuple[Tensor, Tensor, Tensor], packing: 
     return torch.where(completion, logp, torch.zeros_like(logp)).sum(-1)  # (R,)
 
 
-class ListwiseDPO(Agent):
+class ListwiseDPO(DPO):
     """Listwise DPO of ``policy`` on fixed rankings (Plackett-Luce on β·log π_θ/π_ref).
 
-    ``ListwiseDPO.load(dir, device="auto", **runtime)`` resumes a saved run bit for bit.
+    DPO's machinery (``agents/dpo.py``) with rankings for pairs: the constructor, the data order
+    and the checkpoint files are DPO's; the rows, π_ref's cache, the loss and its metrics are
+    listwise. ``ListwiseDPO.load(dir, device="auto", **runtime)`` resumes a saved run bit for bit.
 
     Args:
         policy: π_θ, trained in place (kept in eval mode: no dropout).
@@ -172,7 +173,9 @@ class ListwiseDPO(Agent):
         progress_bar: show a tqdm bar during learn().
     """
 
-    config_class = ListwiseDPOConfig
+    config_class = ListwiseDPOConfig  # type: ignore[assignment]  # listwise DPO's own fields
+    data: FeedbackBatch  # type: ignore[assignment]  # rankings' rows, not pairs'
+    eval_data: FeedbackBatch | None  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -191,43 +194,23 @@ class ListwiseDPO(Agent):
     ) -> None:
         if config.eval_every and eval_data is None:
             raise ValueError(f"ListwiseDPOConfig.eval_every={config.eval_every} needs eval_data")
-        self.config = config
-        self._setup_runtime(log_dir=log_dir, tensorboard=tensorboard, progress_bar=progress_bar)
-        where = resolve_device(device)
-        self.policy = policy if policy.device == where else policy.wrap(device=where)
-        self.policy.model.eval()
-        if ref is None:
-            ref = frozen_copy(self.policy)
-        elif ref.vocab_size != policy.vocab_size:
-            raise ValueError(
-                f"the reference has {ref.vocab_size} logits but the policy {policy.vocab_size}: "
-                "π_ref must share the policy's vocabulary"
-            )
-        self.ref = ref if ref.device == where else ref.wrap(device=where)
-        self.ref.model.eval().requires_grad_(False)
-        self.data = self._tokenize(data)
-        self.eval_data = None if eval_data is None else self._tokenize(eval_data)
-        self.ref_logps = self._ref_logps(self.data) if ref_logps is None else ref_logps.cpu()
-        self.eval_ref_logps = eval_ref_logps
-        if self.eval_data is not None and eval_ref_logps is None:
-            self.eval_ref_logps = self._ref_logps(self.eval_data)
-        n_rows = self.data.input_ids.shape[0]
-        if self.ref_logps.shape != (n_rows,):
-            raise ValueError(f"ref_logps must be ({n_rows},), got {tuple(self.ref_logps.shape)}")
-        params = [q for q in self.policy.model.parameters() if q.requires_grad]
-        self.optimizer = adamw(params, lr=config.lr, weight_decay=0.01)  # DPO's (torch's default)
-        warmup = config.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
-        )
+        super().__init__(
+            policy, ref, data, eval_data, config,  # type: ignore[arg-type]  # DPO's fields, same names
+            ref_logps=ref_logps, eval_ref_logps=eval_ref_logps, device=device, log_dir=log_dir,
+            tensorboard=tensorboard, progress_bar=progress_bar,
+        )  # fmt: skip
 
-    def _tokenize(self, data: Sequence[Ranking] | FeedbackBatch) -> FeedbackBatch:
+    def _tokenize(  # type: ignore[override]  # rankings, not pairs
+        self, data: Sequence[Ranking] | FeedbackBatch
+    ) -> FeedbackBatch:
         if isinstance(data, FeedbackBatch):
             return data
         return tokenize_rankings(self.policy, data, max_length=self.config.max_length)
 
     @torch.no_grad()
-    def _ref_logps(self, data: FeedbackBatch, batch_size: int = 32) -> Tensor:
+    def _ref_logps(  # type: ignore[override]  # rankings' rows
+        self, data: FeedbackBatch, batch_size: int = 32
+    ) -> Tensor:
         """log π_ref of every row of ``data`` (R,), on the CPU, ``batch_size`` rankings a pass."""
         out = torch.zeros(data.input_ids.shape[0])  # (R,)
         for start in range(0, len(data), batch_size):
@@ -259,13 +242,6 @@ class ListwiseDPO(Agent):
         logp_ref = ref[items.clamp(min=0)].to(logp.device)  # (b, K) pads read row 0, masked
         valid = valid.to(logp.device)
         return (logp_theta - logp_ref).masked_fill(~valid, 0.0), valid, logp_theta
-
-    def _indices(self, step: int) -> Tensor:
-        """Rankings of update ``step``: epoch e walks a permutation drawn from (seed, e) alone."""
-        n, b = len(self.data), self.config.batch_size
-        epoch, j = divmod(step, math.ceil(n / b))
-        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        return torch.randperm(n, generator=g)[j * b : (j + 1) * b]
 
     def _terms(self, h: Tensor, valid: Tensor, logp_theta: Tensor) -> dict[str, Tensor]:
         beta = self.config.beta
@@ -305,7 +281,7 @@ class ListwiseDPO(Agent):
         return rows
 
     @torch.no_grad()
-    def evaluate(
+    def evaluate(  # type: ignore[override]  # rankings, not pairs
         self, data: Sequence[Ranking] | None = None, batch_size: int = 32
     ) -> dict[str, float]:
         """Loss, implicit-reward accuracy and margin, mean log π_θ on held-out rankings.
@@ -328,28 +304,8 @@ class ListwiseDPO(Agent):
         h, valid, logp = (torch.cat([p[j] for p in parts]) for j in range(3))
         return {k: float(v) for k, v in self._terms(h, valid, logp).items()}
 
-    # ------------------------------------------------------------------ checkpoint hooks
-
-    def _write_parts(self, path: Path) -> list[str]:
-        self.policy.save_pretrained(path / "policy")
-        self.ref.save_pretrained(path / "reference")
-        return ["policy", "reference"]
-
-    def _state(self) -> dict[str, Any]:
-        # As DPO: the data order is a function of (config.seed, step) and dropout is off.
-        return {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "history": self.history,
-            "data": self.data.state_dict(),
-            "ref_logps": self.ref_logps,
-            "eval_data": None if self.eval_data is None else self.eval_data.state_dict(),
-            "eval_ref_logps": self.eval_ref_logps,
-        }
-
     @classmethod
-    def _restore(
+    def _restore(  # type: ignore[override]  # listwise DPO's config and batches, no accelerator
         cls,
         path: Path,
         config: ListwiseDPOConfig,
@@ -358,7 +314,7 @@ class ListwiseDPO(Agent):
         device: str = "auto",
         **runtime: Any,
     ) -> ListwiseDPO:
-        where = resolve_device(device)
+        where = cls._device(device, None)
         policy = LanguageModel.from_pretrained(path / "policy", device=where)
         ref = LanguageModel.from_pretrained(path / "reference", device=where)
         saved_eval = state["eval_data"]
