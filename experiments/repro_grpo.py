@@ -42,7 +42,7 @@ Protocol (fixed before any RL result of this script was seen):
   seed) has a CI above 0, "does not" when the CI is below or straddles 0.
 
     python experiments/repro_grpo.py          # full
-    python experiments/repro_grpo.py --quick  # 10 min from scratch (6 of them the SFT start, cached)
+    python experiments/repro_grpo.py --quick  # 10 min from scratch, 6 of them the (cached) SFT
 
 Outputs in ``--out`` (experiments/results/grpo; quick: .../grpo/quick): summary.json (rows: study,
 method, setting = "update u" or "final", metric, values per seed, mean, ci95), summary.md,
