@@ -153,17 +153,26 @@ class _Episodes:
         pay |= truncated
         paid = np.flatnonzero(pay)
 
-        components = None
-        if paid.size:
-            texts = self.decode(paid)
-            if not cfg.token_level:
-                prompts = [cfg.task.prompts[i] for i in self.prompt_index[paid]]
-                refs = cfg.task.references
-                batch_refs = None if refs is None else [refs[i] for i in self.prompt_index[paid]]
-                scores, components = cfg.scorer(prompts, texts, batch_refs)
-                rewards[paid] += scores
-            self.text[paid] = texts  # after the reward: nothing to undo when it raises
+        components = self._pay(paid, rewards)
         return _StepOut(rewards, terminated, truncated, paid, components, ended)
+
+    def _pay(self, rows: np.ndarray, rewards: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Decode the finished ``rows``, add their sequence reward to ``rewards`` (not for
+        token-level rewards, already paid per step) and keep their texts; the reward's
+        components (None when there are none or no row finished)."""
+        cfg = self.cfg
+        if not rows.size:
+            return None
+        components = None
+        texts = self.decode(rows)
+        if not cfg.token_level:
+            prompts = [cfg.task.prompts[i] for i in self.prompt_index[rows]]
+            refs = cfg.task.references
+            batch_refs = None if refs is None else [refs[i] for i in self.prompt_index[rows]]
+            scores, components = cfg.scorer(prompts, texts, batch_refs)
+            rewards[rows] += scores
+        self.text[rows] = texts  # after the reward: nothing to undo when it raises
+        return components
 
     def _finish_turn_step(
         self, act: np.ndarray, live: np.ndarray, a: np.ndarray, rewards: np.ndarray, turns: _Turns
@@ -190,16 +199,7 @@ class _Episodes:
         horizon = act[(self.n[act] >= cfg.max_new_tokens) & ~turn_ended[act]]  # cut mid-turn
         truncated[horizon] = True
         ended = np.flatnonzero(terminated | truncated)
-        components = None
-        if ended.size:
-            texts = self.decode(ended)
-            if not cfg.token_level:
-                prompts = [cfg.task.prompts[i] for i in self.prompt_index[ended]]
-                refs = cfg.task.references
-                batch_refs = None if refs is None else [refs[i] for i in self.prompt_index[ended]]
-                scores, components = cfg.scorer(prompts, texts, batch_refs)
-                rewards[ended] += scores
-            self.text[ended] = texts
+        components = self._pay(ended, rewards)
         turns.apply(out, horizon, ended)  # after the reward: nothing to undo when it raises
         return _StepOut(rewards, terminated, truncated, ended, components, ended)
 
