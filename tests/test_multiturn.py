@@ -526,3 +526,18 @@ def test_planners_recover_from_any_transcript() -> None:
     assert load("calculator").prompts == task.prompts  # deterministic
     moved = MultiTurnTask.from_task(task, prompts=task.prompts[:3], references=task.references[:3])
     assert (moved.responder, moved.max_turns, moved.planner) == (task.responder, 4, task.planner)
+
+
+def test_guess_reward_scores_the_last_number_and_checks_its_batch() -> None:
+    from textgym.multiturn import GuessReward
+
+    reward = GuessReward()
+    got = reward(["p", "p", "p"], [" 8\n higher\n 12", " 12\n lower\n 9", " no number"],
+                 [("12",), ("12",), ("12",)])  # fmt: skip
+    np.testing.assert_array_equal(got, [1.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"reward 'guess' needs references \(the number\)"):
+        reward(["p"], [" 12"])
+    with pytest.raises(TypeError, match="batched"):
+        reward("p", " 12", [("12",)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="guess: 2 prompts, 1 completions"):
+        reward(["p", "p"], [" 12"], [("12",)])

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar, Union
 
 import numpy as np
 
-__all__ = ["check_fields", "check_range", "config_from_dict", "config_to_dict"]
+__all__ = ["check_fields", "check_range", "check_text_batch", "config_from_dict", "config_to_dict"]
 
 C = TypeVar("C")
 
@@ -207,3 +207,27 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
             "(is this the config of another agent?)"
         )
     return cls(**{k: _rebuild(v, hints[k]) for k, v in data.items()})
+
+
+def check_text_batch(
+    name: str,
+    prompts: object,
+    completions: object,
+    references: object = (),
+    needs: str | None = None,
+) -> None:
+    """The batch checks of a reward that lives in the core (which may not import
+    ``textgym.rewards.BaseReward``): lists, not one str; as many prompts as completions; and, when
+    ``needs`` says what the references are, references present.
+
+    Raises:
+        TypeError: a single str instead of a list.
+        ValueError: unequal lengths, or references missing where ``needs`` is set.
+    """
+    if isinstance(prompts, str) or isinstance(completions, str):
+        raise TypeError(f"reward {name!r} is batched: pass lists, not a single str")
+    n_prompts, n_completions = len(prompts), len(completions)  # type: ignore[arg-type]
+    if n_prompts != n_completions:
+        raise ValueError(f"{name}: {n_prompts} prompts, {n_completions} completions")
+    if needs is not None and references is None:
+        raise ValueError(f"reward {name!r} needs references ({needs})")

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
+from textgym.config import check_text_batch
 from textgym.experts import BoundExpert, Expert
 
 if TYPE_CHECKING:
@@ -408,10 +409,7 @@ class PuzzleReward:
         references: Sequence[Sequence[str]] | None = None,
     ) -> np.ndarray:  # (B,) float32
         """Score B finished completions (the references are not used)."""
-        if isinstance(prompts, str) or isinstance(completions, str):
-            raise TypeError(f"reward {self.name!r} is batched: pass lists, not a single str")
-        if len(prompts) != len(completions):
-            raise ValueError(f"{self.name}: {len(prompts)} prompts, {len(completions)} texts")
+        check_text_batch(self.name, prompts, completions)
         out = np.empty(len(completions), dtype=np.float32)  # (B,)
         for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
             puzzle = parse(self.task, p)

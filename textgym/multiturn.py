@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from textgym.config import check_text_batch
 from textgym.experts import Expert
 from textgym.tasks import SPLITS, Task
 
@@ -476,8 +477,8 @@ class GuessReward:
         completions: Sequence[str],
         references: Sequence[Sequence[str]] | None = None,
     ) -> np.ndarray:  # (B,) float32
-        if references is None:
-            raise ValueError("reward 'guess' needs references (the number)")
+        check_text_batch(self.name, prompts, completions, references, "the number")
+        assert references is not None
         out = np.zeros(len(completions), dtype=np.float32)
         for i, (text, refs) in enumerate(zip(completions, references, strict=True)):
             found = _GUESS.findall(text)

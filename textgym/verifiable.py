@@ -49,6 +49,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from textgym.config import check_text_batch
+
 __all__ = [
     "FORMATS",
     "FormatReward",
@@ -180,15 +182,7 @@ def equations_correct(text: str) -> tuple[int, int]:
     return true, total
 
 
-def _check_batch(
-    name: str, prompts: Sequence[str], completions: Sequence[str], references: object
-) -> None:
-    if isinstance(prompts, str) or isinstance(completions, str):
-        raise TypeError(f"reward {name!r} is batched: pass lists, not a single str")
-    if len(prompts) != len(completions):
-        raise ValueError(f"{name}: {len(prompts)} prompts, {len(completions)} completions")
-    if references is None:
-        raise ValueError(f"reward {name!r} needs references (the worked solution or answer)")
+REFERENCES = "the worked solution or answer"
 
 
 class MathReward:
@@ -220,7 +214,7 @@ class MathReward:
         completions: Sequence[str],
         references: Sequence[Sequence[str]] | None = None,
     ) -> np.ndarray:  # (B,) float32
-        _check_batch(self.name, prompts, completions, references)
+        check_text_batch(self.name, prompts, completions, references, REFERENCES)
         assert references is not None
         out = np.zeros(len(completions), dtype=np.float32)
         for i, (text, refs) in enumerate(zip(completions, references, strict=True)):
@@ -311,7 +305,7 @@ class FormatReward:
         completions: Sequence[str],
         references: Sequence[Sequence[str]] | None = None,
     ) -> np.ndarray:  # (B,) float32
-        _check_batch(self.name, prompts, completions, references)
+        check_text_batch(self.name, prompts, completions, references, REFERENCES)
         assert references is not None
         out = np.zeros(len(completions), dtype=np.float32)
         for i, (p, c, refs) in enumerate(zip(prompts, completions, references, strict=True)):
